@@ -1,0 +1,131 @@
+//! HTTP stream helpers: headers (all values of a repeated header), gRPC detection, gRPC-aware
+//! local replies, and Envoy's `clear_route_cache`.
+
+use meshguard_policy::Rejection;
+use meshguard_policy::grpc::is_grpc_content_type;
+
+use crate::abi::{self, MapType, Status};
+
+/// The first value of a request header (`None` when absent or not readable in this phase).
+///
+/// Envoy only answers this while the request headers are being processed (or paused in that
+/// callback) and in `on_log`; afterwards it answers `BAD_ARGUMENT`, which is `None` here.
+pub fn request_header(name: &str) -> Option<Vec<u8>> {
+    abi::get_map_value(MapType::RequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+/// Every value of a request header, in order. Envoy's single-value getter returns only the
+/// first value of a repeated header; a policy that reads `baggage` or `x-forwarded-for` must
+/// see them all.
+pub fn request_header_values(name: &str) -> Vec<Vec<u8>> {
+    match abi::get_map_pairs(MapType::RequestHeaders) {
+        Ok(pairs) => values_of(pairs, name),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The first value of a response header.
+pub fn response_header(name: &str) -> Option<Vec<u8>> {
+    abi::get_map_value(MapType::ResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+/// The first value of a response trailer.
+pub fn response_trailer(name: &str) -> Option<Vec<u8>> {
+    abi::get_map_value(MapType::ResponseTrailers, name)
+        .ok()
+        .flatten()
+}
+
+/// Values of `name` (ASCII case-insensitive) in a header list, in order.
+pub fn values_of(pairs: Vec<(Vec<u8>, Vec<u8>)>, name: &str) -> Vec<Vec<u8>> {
+    pairs
+        .into_iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// True when the request's `content-type` is gRPC (call in `on_http_request_headers`).
+pub fn is_grpc_request() -> bool {
+    request_header("content-type").is_some_and(|v| is_grpc_content_type(&v))
+}
+
+/// Sends a rejection as a local reply.
+///
+/// gRPC requests get a trailers-only response: HTTP 200, `grpc-status` from the rejection and
+/// `grpc-message` = body (Envoy builds it from the gRPC status it is given). Other requests get
+/// `http_status`, the body as `text/plain` and `retry-after` when the rejection has one. The
+/// response code details name the filter and reason.
+///
+/// # Errors
+/// The host's status if it refused the reply (e.g. response headers were already sent).
+pub fn send_rejection(rejection: &Rejection, grpc: bool) -> Result<(), Status> {
+    let details = sanitize_details(&rejection.details);
+    if grpc {
+        return abi::send_local_response(
+            u32::from(rejection.http_status),
+            &details,
+            rejection.body.as_bytes(),
+            &[],
+            i32::from(rejection.grpc_status.code()),
+        );
+    }
+    let retry_after = rejection.retry_after_header();
+    let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"text/plain")];
+    if let Some(v) = retry_after.as_deref() {
+        headers.push(("retry-after", v.as_bytes()));
+    }
+    abi::send_local_response(
+        u32::from(rejection.http_status),
+        &details,
+        rejection.body.as_bytes(),
+        &headers,
+        -1,
+    )
+}
+
+/// Envoy replaces whitespace in response code details; we do it first so what the policy
+/// chose is what the access log shows.
+fn sanitize_details(details: &str) -> String {
+    details
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect()
+}
+
+/// Asks Envoy to recompute the route after a request header changed (`clear_route_cache`
+/// foreign function), so routing follows the new header.
+///
+/// # Errors
+/// `NOT_FOUND` if the host has no such function (not Envoy), or the host's status.
+pub fn clear_route_cache() -> Result<(), Status> {
+    abi::call_foreign_function("clear_route_cache", &[]).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_of_collects_every_value_in_order() {
+        let pairs = vec![
+            (b"baggage".to_vec(), b"a=1".to_vec()),
+            (b"x".to_vec(), b"y".to_vec()),
+            (b"Baggage".to_vec(), b"b=2".to_vec()),
+            (b"baggage".to_vec(), vec![0xff]),
+        ];
+        assert_eq!(
+            values_of(pairs, "baggage"),
+            vec![b"a=1".to_vec(), b"b=2".to_vec(), vec![0xff]]
+        );
+    }
+
+    #[test]
+    fn details_have_no_spaces() {
+        assert_eq!(sanitize_details("meshguard load_shed\t1"), "meshguard_load_shed_1");
+    }
+}

@@ -1,0 +1,1 @@
+//! test upstream (in progress).
