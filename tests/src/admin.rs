@@ -35,7 +35,10 @@ fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("admin status line")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -46,7 +49,9 @@ fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

@@ -113,6 +113,8 @@ pub struct Listener {
     pub native_filters: Vec<Value>,
     /// The `route_config` (defaults to everything → cluster `upstream`).
     pub route_config: Value,
+    /// Extra fields of the HTTP connection manager (e.g. `common_http_protocol_options`).
+    pub hcm_extra: serde_json::Map<String, Value>,
 }
 
 impl Listener {
@@ -123,6 +125,7 @@ impl Listener {
             filters: Vec::new(),
             native_filters: Vec::new(),
             route_config: route_to_cluster("upstream"),
+            hcm_extra: serde_json::Map::new(),
         }
     }
 
@@ -130,6 +133,13 @@ impl Listener {
     #[must_use]
     pub fn filter(mut self, filter: Filter) -> Self {
         self.filters.push(filter);
+        self
+    }
+
+    /// Sets a field of the HTTP connection manager.
+    #[must_use]
+    pub fn hcm(mut self, key: &str, value: Value) -> Self {
+        self.hcm_extra.insert(key.to_owned(), value);
         self
     }
 
@@ -154,18 +164,22 @@ impl Listener {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
         }));
+        let mut hcm = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": self.name,
+            "codec_type": "AUTO",
+            "route_config": self.route_config,
+            "http_filters": http_filters,
+        });
+        if let Some(obj) = hcm.as_object_mut() {
+            obj.extend(self.hcm_extra.clone());
+        }
         json!({
             "name": self.name,
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
             "filter_chains": [{"filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": self.name,
-                    "codec_type": "AUTO",
-                    "route_config": self.route_config,
-                    "http_filters": http_filters,
-                },
+                "typed_config": hcm,
             }]}],
         })
     }
@@ -219,7 +233,10 @@ impl EnvoyConfig {
     pub fn new(upstream: Option<SocketAddr>) -> Self {
         Self {
             listeners: Vec::new(),
-            clusters: upstream.map(|a| cluster("upstream", a)).into_iter().collect(),
+            clusters: upstream
+                .map(|a| cluster("upstream", a))
+                .into_iter()
+                .collect(),
             concurrency: 2,
             extra_args: Vec::new(),
         }
@@ -269,7 +286,9 @@ impl Envoy {
     /// carries the tail of its log.
     pub fn start(config: &EnvoyConfig) -> Result<Self> {
         let bin = paths::envoy_binary()?;
-        let dir = tempfile::Builder::new().prefix("meshguard-envoy-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("meshguard-envoy-")
+            .tempdir()?;
         let bootstrap = dir.path().join("envoy.json");
         fs::write(&bootstrap, serde_json::to_vec_pretty(&config.bootstrap())?)?;
         let admin_path = dir.path().join("admin-address");
@@ -355,7 +374,10 @@ impl Envoy {
     pub fn listener(&self, name: &str) -> SocketAddr {
         match self.listeners.get(name) {
             Some(a) => *a,
-            None => panic!("no listener named {name:?} (have {:?})", self.listeners.keys()),
+            None => panic!(
+                "no listener named {name:?} (have {:?})",
+                self.listeners.keys()
+            ),
         }
     }
 
@@ -412,7 +434,9 @@ impl Envoy {
     pub fn log_tail(&self, max: usize) -> String {
         let log = self.log();
         let start = log.len().saturating_sub(max);
-        let start = (start..log.len()).find(|i| log.is_char_boundary(*i)).unwrap_or(0);
+        let start = (start..log.len())
+            .find(|i| log.is_char_boundary(*i))
+            .unwrap_or(0);
         log[start..].to_owned()
     }
 
@@ -461,7 +485,10 @@ pub fn parse_stats(body: &str) -> BTreeMap<String, u64> {
 pub fn process_cpu_time(pid: u32) -> Result<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state); utime is field 14, stime field 15.
     let utime: u64 = fields.get(11).context("utime")?.parse()?;

@@ -115,7 +115,10 @@ impl Conn {
             let len: usize = std::str::from_utf8(len)?.trim().parse()?;
             while self.buf.len() < len {
                 if self.fill().await? == 0 {
-                    bail!("connection closed {} bytes into a {len}-byte body", self.buf.len());
+                    bail!(
+                        "connection closed {} bytes into a {len}-byte body",
+                        self.buf.len()
+                    );
                 }
             }
             resp.body = self.buf.drain(..len).collect();
@@ -152,7 +155,10 @@ impl Conn {
                     if line.is_empty() {
                         return Ok(());
                     }
-                    let colon = line.iter().position(|&b| b == b':').context("trailer line")?;
+                    let colon = line
+                        .iter()
+                        .position(|&b| b == b':')
+                        .context("trailer line")?;
                     let name = String::from_utf8(line[..colon].to_vec())?;
                     let value = line[colon + 1..].trim_ascii().to_vec();
                     resp.trailers.push((name, value));

@@ -12,6 +12,9 @@ use tokio::net::TcpStream;
 
 use crate::response::Response;
 
+/// The `:authority` of every request this client sends.
+pub const AUTHORITY: &str = "meshguard.test";
+
 /// A request body: data frames, then optional trailers.
 #[derive(Clone, Debug, Default)]
 pub struct RequestBody {
@@ -24,7 +27,8 @@ pub struct RequestBody {
 /// One request on a fresh h2c connection.
 ///
 /// `headers` are sent as given (HTTP/2 requires lower-case names; values may be any bytes
-/// HTTP allows, including obs-text).
+/// HTTP allows, including obs-text). The `:authority` is [`AUTHORITY`], whatever the address,
+/// so requests to different listeners are byte-identical.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -55,7 +59,7 @@ pub async fn request(
     }
     let mut req = http::Request::builder()
         .method(method)
-        .uri(format!("http://{addr}{path}"))
+        .uri(format!("http://{AUTHORITY}{path}"))
         .version(http::Version::HTTP_2);
     for (k, v) in headers {
         req = req.header(*k, http::HeaderValue::from_bytes(v)?);

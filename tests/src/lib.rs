@@ -12,6 +12,7 @@
 //! The test upstream (latency, capacity, failures, echo) is the `meshguard-upstream` crate.
 
 pub mod admin;
+pub mod bench;
 pub mod envoy;
 pub mod h1;
 pub mod h2;

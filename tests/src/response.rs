@@ -31,7 +31,8 @@ impl Response {
 
     /// First value of a header as text.
     pub fn header_str(&self, name: &str) -> Option<String> {
-        self.header(name).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// First value of a trailer as text.

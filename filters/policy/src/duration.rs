@@ -194,7 +194,10 @@ mod tests {
         assert_eq!(parse(".5s"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("1.s"), Ok(Duration::from_secs(1)));
         assert_eq!(parse("0.6ms"), Ok(Duration::from_micros(600)));
-        assert_eq!(parse("1.0000000019s"), Ok(Duration::from_nanos(1_000_000_001)));
+        assert_eq!(
+            parse("1.0000000019s"),
+            Ok(Duration::from_nanos(1_000_000_001))
+        );
         assert_eq!(parse("1.9ns"), Ok(Duration::from_nanos(1)));
     }
 
@@ -204,10 +207,16 @@ mod tests {
         assert_eq!(parse("250"), Err(DurationError::MissingUnit));
         assert_eq!(parse("-1s"), Err(DurationError::Negative));
         assert_eq!(parse("1d"), Err(DurationError::UnknownUnit("d".into())));
-        assert_eq!(parse("1e3ms"), Err(DurationError::UnknownUnit("e3ms".into())));
+        assert_eq!(
+            parse("1e3ms"),
+            Err(DurationError::UnknownUnit("e3ms".into()))
+        );
         assert_eq!(parse(".s"), Err(DurationError::BadNumber));
         assert_eq!(parse("1.2.3s"), Err(DurationError::BadNumber));
-        assert_eq!(parse("99999999999999999999999h"), Err(DurationError::TooLarge));
+        assert_eq!(
+            parse("99999999999999999999999h"),
+            Err(DurationError::TooLarge)
+        );
         assert_eq!(parse("6000000h"), Err(DurationError::TooLarge));
     }
 

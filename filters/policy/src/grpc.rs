@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn header_values() {
-        assert_eq!(GrpcStatus::from_header(b"14"), Some(GrpcStatus::Unavailable));
+        assert_eq!(
+            GrpcStatus::from_header(b"14"),
+            Some(GrpcStatus::Unavailable)
+        );
         assert_eq!(GrpcStatus::from_header(b" 0 "), Some(GrpcStatus::Ok));
         assert_eq!(GrpcStatus::from_header(b""), None);
         assert_eq!(GrpcStatus::from_header(b"-1"), None);

@@ -46,8 +46,14 @@ mod tests {
 
     #[test]
     fn parses_snake_case_names_only() {
-        assert_eq!(serde_json::from_str::<Mode>("\"dry_run\"").unwrap(), Mode::DryRun);
-        assert_eq!(serde_json::from_str::<Mode>("\"enforce\"").unwrap(), Mode::Enforce);
+        assert_eq!(
+            serde_json::from_str::<Mode>("\"dry_run\"").unwrap(),
+            Mode::DryRun
+        );
+        assert_eq!(
+            serde_json::from_str::<Mode>("\"enforce\"").unwrap(),
+            Mode::Enforce
+        );
         assert!(serde_json::from_str::<Mode>("\"DryRun\"").is_err());
         assert!(serde_json::from_str::<Mode>("\"off\"").is_err());
         assert!(!Mode::DryRun.enforces());

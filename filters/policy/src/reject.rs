@@ -58,9 +58,27 @@ mod tests {
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         assert_eq!(reject(None).retry_after_header(), None);
-        assert_eq!(reject(Some(Duration::ZERO)).retry_after_header().as_deref(), Some("1"));
-        assert_eq!(reject(Some(Duration::from_millis(10))).retry_after_header().as_deref(), Some("1"));
-        assert_eq!(reject(Some(Duration::from_secs(2))).retry_after_header().as_deref(), Some("2"));
-        assert_eq!(reject(Some(Duration::from_millis(2001))).retry_after_header().as_deref(), Some("3"));
+        assert_eq!(
+            reject(Some(Duration::ZERO)).retry_after_header().as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            reject(Some(Duration::from_millis(10)))
+                .retry_after_header()
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            reject(Some(Duration::from_secs(2)))
+                .retry_after_header()
+                .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            reject(Some(Duration::from_millis(2001)))
+                .retry_after_header()
+                .as_deref(),
+            Some("3")
+        );
     }
 }

@@ -64,7 +64,11 @@ impl core::fmt::Display for Status {
 }
 
 fn check(status: u32) -> Result<(), Status> {
-    if status == 0 { Ok(()) } else { Err(Status(status)) }
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(Status(status))
+    }
 }
 
 /// Header maps (`proxy_map_type_t`).
@@ -101,8 +105,7 @@ mod host {
             ret: *mut *mut u8,
             ret_len: *mut usize,
         ) -> u32;
-        pub fn proxy_get_header_map_pairs(map: u32, ret: *mut *mut u8, ret_len: *mut usize)
-        -> u32;
+        pub fn proxy_get_header_map_pairs(map: u32, ret: *mut *mut u8, ret_len: *mut usize) -> u32;
         pub fn proxy_add_header_map_value(
             map: u32,
             key: *const u8,
@@ -378,7 +381,11 @@ pub fn send_local_response(
 pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, Status> {
     let mut ptr = null_mut();
     let mut len = 0usize;
-    let args_ptr = if args.is_empty() { null() } else { args.as_ptr() };
+    let args_ptr = if args.is_empty() {
+        null()
+    } else {
+        args.as_ptr()
+    };
     // SAFETY: pointers into live buffers and locals, valid for the call.
     let status = unsafe {
         host::proxy_call_foreign_function(
@@ -428,8 +435,7 @@ pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
     let mut ptr = null_mut();
     let mut len = 0usize;
     // SAFETY: pointers into a live buffer and locals, valid for the call.
-    let status =
-        unsafe { host::proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut len) };
+    let status = unsafe { host::proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut len) };
     match status {
         0 => Ok(Some(take(ptr, len))),
         1 => Ok(None),
@@ -556,8 +562,10 @@ mod tests {
         ];
         let buf = encode_pairs(pairs.iter().copied());
         let back = decode_pairs(&buf).unwrap();
-        let back: Vec<(&[u8], &[u8])> =
-            back.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        let back: Vec<(&[u8], &[u8])> = back
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
         assert_eq!(back, pairs);
     }
 
@@ -566,7 +574,10 @@ mod tests {
         assert_eq!(decode_pairs(&[]), Some(vec![]));
         assert_eq!(decode_pairs(&[0]), Some(vec![]));
         assert_eq!(decode_pairs(&0u32.to_le_bytes()), Some(vec![]));
-        assert_eq!(encode_pairs(core::iter::empty()), 0u32.to_le_bytes().to_vec());
+        assert_eq!(
+            encode_pairs(core::iter::empty()),
+            0u32.to_le_bytes().to_vec()
+        );
     }
 
     #[test]
@@ -588,13 +599,19 @@ mod tests {
 
     #[test]
     fn property_paths_are_nul_joined() {
-        assert_eq!(encode_path(&["xds", "cluster_name"]), b"xds\0cluster_name".to_vec());
+        assert_eq!(
+            encode_path(&["xds", "cluster_name"]),
+            b"xds\0cluster_name".to_vec()
+        );
         assert_eq!(encode_path(&["plugin_name"]), b"plugin_name".to_vec());
     }
 
     #[test]
     fn native_host_is_unimplemented() {
-        assert_eq!(get_map_pairs(MapType::RequestHeaders), Err(Status::UNIMPLEMENTED));
+        assert_eq!(
+            get_map_pairs(MapType::RequestHeaders),
+            Err(Status::UNIMPLEMENTED)
+        );
         assert_eq!(Status::CAS_MISMATCH.to_string(), "CAS_MISMATCH");
         assert_eq!(Status(99).to_string(), "status 99");
     }

@@ -126,6 +126,9 @@ mod tests {
 
     #[test]
     fn details_have_no_spaces() {
-        assert_eq!(sanitize_details("meshguard load_shed\t1"), "meshguard_load_shed_1");
+        assert_eq!(
+            sanitize_details("meshguard load_shed\t1"),
+            "meshguard_load_shed_1"
+        );
     }
 }

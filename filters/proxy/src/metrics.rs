@@ -123,7 +123,10 @@ mod tests {
 
     #[test]
     fn names_are_prefixed() {
-        assert_eq!(Metrics::new("load_shed").name("rejected"), "meshguard.load_shed.rejected");
+        assert_eq!(
+            Metrics::new("load_shed").name("rejected"),
+            "meshguard.load_shed.rejected"
+        );
     }
 
     #[test]

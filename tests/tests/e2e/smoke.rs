@@ -2,7 +2,12 @@
 
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, h1};
 
-const FILTERS: [&str; 4] = ["load_shed", "circuit_breaker", "rate_limit", "sandbox_router"];
+const FILTERS: [&str; 4] = [
+    "load_shed",
+    "circuit_breaker",
+    "rate_limit",
+    "sandbox_router",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_filter_and_the_chain_serve_a_direct_response() {
@@ -30,5 +35,9 @@ async fn each_filter_and_the_chain_serve_a_direct_response() {
         assert_eq!(r.text(), "hello", "{name}");
     }
     let stats = envoy.stats().unwrap();
-    assert_eq!(stats.get("http.all.downstream_rq_2xx"), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.get("http.all.downstream_rq_2xx"),
+        Some(&1),
+        "{stats:?}"
+    );
 }

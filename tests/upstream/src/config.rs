@@ -48,7 +48,9 @@ pub struct UpstreamConfig {
     pub failure: Option<Failure>,
 }
 
-/// Service-time model.
+/// Service-time model. Sleeps use tokio's timer, which has millisecond granularity and rounds
+/// deadlines up: a service time lasts on average about 0.5 ms longer than drawn (≈ 2.5% at a
+/// 20 ms median), never shorter.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Latency {

@@ -1,7 +1,7 @@
 //! gRPC service `meshguard.test.v1.Echo` (see `proto/echo.proto`), served on the same port as
 //! HTTP (requests with `content-type: application/grpc*`), plus a small client for tests.
 //!
-//! The server is hand-written ([`server`]) rather than a tonic server so the shape of a failed
+//! The server is hand-written (`grpc/server.rs`) rather than a tonic server so the shape of a failed
 //! call is exact: HTTP 200 + headers, then trailers with `grpc-status` (never trailers-only).
 
 use std::net::SocketAddr;

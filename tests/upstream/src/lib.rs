@@ -274,7 +274,10 @@ where
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tasks: Tasks) {
     let mut builder = auto::Builder::new(tasks.clone());
-    builder.http1().timer(TokioTimer::new());
+    // hyper's default of 100 request headers is below what a sidecar forwards for a client that
+    // sends 100 (Envoy adds x-forwarded-proto, x-request-id, ...); Envoy's own limit applies
+    // first, so this upstream accepts whatever Envoy lets through.
+    builder.http1().timer(TokioTimer::new()).max_headers(1024);
     builder
         .http2()
         .timer(TokioTimer::new())
