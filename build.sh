@@ -20,7 +20,7 @@ ENVOY_BIN="$TOOLS/envoy-$ENVOY_VERSION/envoy"
 DIST="$ROOT/dist"
 WASM_TARGET="wasm32-wasip1"
 FILTERS=(load_shed circuit_breaker rate_limit sandbox_router)
-FIXTURES=(noop abi_probe)
+FIXTURES=(noop abi_probe proxy_probe)
 DEBIAN_PACKAGES=(wrk nghttp2-client)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -103,7 +103,7 @@ setup() {
 build() {
     local pkgs=()
     for f in "${FILTERS[@]}"; do pkgs+=(-p "meshguard-${f//_/-}"); done
-    pkgs+=(-p noop-filter -p abi-probe)
+    pkgs+=(-p noop-filter -p abi-probe -p proxy-probe)
     log "building filters ($WASM_TARGET, release)"
     cargo build --quiet --release --target "$WASM_TARGET" "${pkgs[@]}"
     mkdir -p "$DIST/fixtures"

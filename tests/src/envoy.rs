@@ -136,6 +136,23 @@ impl Listener {
         self
     }
 
+    /// Writes an access log line per request to `path` in Envoy's text `format`
+    /// (e.g. `"%RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n"`).
+    #[must_use]
+    pub fn access_log(self, path: &Path, format: &str) -> Self {
+        self.hcm(
+            "access_log",
+            json!([{
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": path.display().to_string(),
+                    "log_format": {"text_format_source": {"inline_string": format}},
+                },
+            }]),
+        )
+    }
+
     /// Sets a field of the HTTP connection manager.
     #[must_use]
     pub fn hcm(mut self, key: &str, value: Value) -> Self {

@@ -18,6 +18,7 @@ pub mod h1;
 pub mod h2;
 pub mod paths;
 pub mod response;
+pub mod template;
 
 pub use envoy::{Envoy, EnvoyConfig, Filter, Listener};
 pub use response::Response;

@@ -1,10 +1,11 @@
 //! `meshguard.<filter>.<name>` metrics on Envoy's stats.
 //!
 //! Metrics are defined once per VM from the root context (`on_configure`) and the handles are
-//! cheap copies the HTTP contexts use. Envoy aggregates a metric across all worker VMs and shows
-//! it on `/stats` under its plain name (the internal `wasmcustom.` namespace is stripped). A
-//! metric the host refuses to define becomes a no-op handle and one warning; metrics never fail
-//! a request.
+//! cheap copies the HTTP contexts use. Envoy aggregates a metric across all worker VMs. In Envoy
+//! 1.40 (checked end to end) `/stats` lists it as `wasmcustom.meshguard.<filter>.<name>` and
+//! `/stats/prometheus` as `meshguard_<filter>_<name>` (the internal namespace dropped). A metric
+//! the host refuses to define becomes a no-op handle and one warning; metrics never fail a
+//! request.
 
 use crate::abi::{self, MetricType};
 

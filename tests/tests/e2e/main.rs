@@ -4,5 +4,6 @@
 //! tests that can share one Envoy with several listeners do.
 
 mod config;
+mod proxy;
 mod smoke;
 mod transparency;
