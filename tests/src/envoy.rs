@@ -347,12 +347,12 @@ impl Envoy {
             if Instant::now() > deadline {
                 bail!("envoy not ready after {STARTUP_TIMEOUT:?}");
             }
-            if let Ok(text) = fs::read_to_string(admin_path) {
-                if let Ok(addr) = text.trim().parse::<SocketAddr>() {
-                    self.admin = addr;
-                    if self.try_ready(config)? {
-                        return Ok(());
-                    }
+            if let Ok(text) = fs::read_to_string(admin_path)
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+            {
+                self.admin = addr;
+                if self.try_ready(config)? {
+                    return Ok(());
                 }
             }
             std::thread::sleep(backoff);
@@ -371,10 +371,10 @@ impl Envoy {
         for l in v["listener_statuses"].as_array().into_iter().flatten() {
             let name = l["name"].as_str().unwrap_or_default();
             let sa = &l["local_address"]["socket_address"];
-            if let (Some(ip), Some(port)) = (sa["address"].as_str(), sa["port_value"].as_u64()) {
-                if port != 0 {
-                    found.insert(name.to_owned(), SocketAddr::new(ip.parse()?, port as u16));
-                }
+            if let (Some(ip), Some(port)) = (sa["address"].as_str(), sa["port_value"].as_u64())
+                && port != 0
+            {
+                found.insert(name.to_owned(), SocketAddr::new(ip.parse()?, port as u16));
             }
         }
         if config.listeners.iter().all(|l| found.contains_key(&l.name)) {

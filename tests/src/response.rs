@@ -54,18 +54,18 @@ impl Response {
         let mut out = self.clone();
         out.headers
             .retain(|(k, _)| !VOLATILE_HEADERS.iter().any(|v| k.eq_ignore_ascii_case(v)));
-        if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&out.body) {
-            if let Some(headers) = doc.get_mut("headers").and_then(|h| h.as_array_mut()) {
-                for pair in headers.iter_mut() {
-                    if pair.get(0).and_then(|n| n.as_str()) == Some("x-request-id") {
-                        pair[1] = serde_json::Value::from("<masked>");
-                    }
+        if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&out.body)
+            && let Some(headers) = doc.get_mut("headers").and_then(|h| h.as_array_mut())
+        {
+            for pair in headers.iter_mut() {
+                if pair.get(0).and_then(|n| n.as_str()) == Some("x-request-id") {
+                    pair[1] = serde_json::Value::from("<masked>");
                 }
-                if let Ok(body) = serde_json::to_vec(&doc) {
-                    // Keep content-length consistent with the rewritten body: it is the
-                    // original length, which is already equal between runs of one request.
-                    out.body = body;
-                }
+            }
+            if let Ok(body) = serde_json::to_vec(&doc) {
+                // Keep content-length consistent with the rewritten body: it is the
+                // original length, which is already equal between runs of one request.
+                out.body = body;
             }
         }
         out

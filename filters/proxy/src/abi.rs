@@ -71,6 +71,9 @@ fn check(status: u32) -> Result<(), Status> {
     }
 }
 
+/// A header map as raw pairs: names and values as bytes, in order, repeats kept.
+pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Header maps (`proxy_map_type_t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -309,7 +312,7 @@ pub fn get_map_value(map: MapType, key: &str) -> Result<Option<Vec<u8>>, Status>
 }
 
 /// All pairs of a header map, in order, with raw (possibly non-UTF-8) values.
-pub fn get_map_pairs(map: MapType) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
+pub fn get_map_pairs(map: MapType) -> Result<HeaderPairs, Status> {
     let mut ptr = null_mut();
     let mut len = 0usize;
     // SAFETY: pointers to live locals, valid for the call.
@@ -517,7 +520,7 @@ pub fn encode_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clon
 
 /// Decodes a header-pairs buffer; `None` when it is malformed. An empty buffer (or a single
 /// NUL byte, which some hosts send for an empty map) is an empty map.
-pub fn decode_pairs(buf: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn decode_pairs(buf: &[u8]) -> Option<HeaderPairs> {
     if buf.len() <= 1 {
         return Some(Vec::new());
     }

@@ -41,7 +41,7 @@ pub fn response_trailer(name: &str) -> Option<Vec<u8>> {
 }
 
 /// Values of `name` (ASCII case-insensitive) in a header list, in order.
-pub fn values_of(pairs: Vec<(Vec<u8>, Vec<u8>)>, name: &str) -> Vec<Vec<u8>> {
+pub fn values_of(pairs: abi::HeaderPairs, name: &str) -> Vec<Vec<u8>> {
     pairs
         .into_iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))

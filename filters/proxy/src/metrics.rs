@@ -92,10 +92,10 @@ impl Gauge {
 
     /// Moves the value by `delta` (may be negative).
     pub fn add(self, delta: i64) {
-        if let Some(id) = self.0 {
-            if delta != 0 {
-                let _ = abi::increment_metric(id, delta);
-            }
+        if let Some(id) = self.0
+            && delta != 0
+        {
+            let _ = abi::increment_metric(id, delta);
         }
     }
 

@@ -39,12 +39,12 @@ fn main() -> Result<()> {
         ("--envoy", "MESHGUARD_ENVOY"),
         ("--dist", "MESHGUARD_WASM_DIR"),
     ] {
-        if let Some(i) = args.iter().position(|a| a == flag) {
-            if let Some(v) = args.get(i + 1).cloned() {
-                // SAFETY of set_var: single-threaded at this point (before any runtime starts).
-                unsafe { std::env::set_var(var, PathBuf::from(v)) };
-                args.drain(i..=i + 1);
-            }
+        if let Some(i) = args.iter().position(|a| a == flag)
+            && let Some(v) = args.get(i + 1).cloned()
+        {
+            // SAFETY of set_var: single-threaded at this point (before any runtime starts).
+            unsafe { std::env::set_var(var, PathBuf::from(v)) };
+            args.drain(i..=i + 1);
         }
     }
     let opts = Opts { args };
