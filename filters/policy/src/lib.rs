@@ -15,8 +15,11 @@
 
 pub mod duration;
 pub mod grpc;
+pub mod histogram;
 pub mod idle;
+pub mod load_shed;
 pub mod mode;
+pub mod num;
 pub mod reject;
 
 pub use duration::ConfigDuration;
