@@ -6,3 +6,4 @@
 
 pub mod criticality;
 pub mod gradient;
+pub mod shared;
