@@ -17,10 +17,13 @@ pub mod duration;
 pub mod grpc;
 pub mod histogram;
 pub mod idle;
+pub mod invalid;
 pub mod load_shed;
+pub mod matcher;
 pub mod mode;
 pub mod num;
 pub mod reject;
+pub mod store;
 
 pub use duration::ConfigDuration;
 pub use grpc::GrpcStatus;

@@ -11,6 +11,12 @@ pub fn ceil_u32(v: f64) -> u32 {
     floor_u32(v.ceil())
 }
 
+/// Rounds up to a `u64`: NaN and negatives give 0, huge values `u64::MAX`.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // `as` from f64 saturates; NaN → 0
+pub fn ceil_u64(v: f64) -> u64 {
+    v.ceil() as u64
+}
+
 /// `u64` to `f64` (exact below 2^53, nearest above).
 #[allow(clippy::cast_precision_loss)] // documented: nearest representable value
 pub fn u64_f64(v: u64) -> f64 {

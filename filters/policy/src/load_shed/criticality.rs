@@ -12,6 +12,10 @@
 //! admit a request of class c  ⇔  total in-flight < threshold(c)
 //! ```
 //!
+//! Sheddable classes also always leave `critical_floor` (10 %) of the limit free, so critical
+//! traffic that has not been seen yet (at start-up, or after a quiet period) still finds room
+//! while a flood of sheddable traffic fills everything else.
+//!
 //! Thresholds never decrease with the class, so whenever a class is being rejected every lower
 //! class is being rejected too — a class is shed only when all lower classes already are. A
 //! higher class is rejected only when its own in-flight outgrows its reserve (`headroom`, 1.5×
@@ -20,7 +24,7 @@
 
 use serde::Deserialize;
 
-use crate::num::ceil_u32;
+use crate::num::{ceil_u32, floor_u32};
 
 /// A request's criticality, lowest first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -81,6 +85,8 @@ pub struct ReserveParams {
     pub headroom: f64,
     /// Weight that keeps the previous peak when the new one is lower (slow decay). Default 0.8.
     pub decay: f64,
+    /// Fraction of the limit sheddable classes never use. Default 0.1.
+    pub critical_floor: f64,
 }
 
 impl Default for ReserveParams {
@@ -88,6 +94,7 @@ impl Default for ReserveParams {
         Self {
             headroom: 1.5,
             decay: 0.8,
+            critical_floor: 0.1,
         }
     }
 }
@@ -154,11 +161,18 @@ impl ClassAdmission {
         let above = (class.index().saturating_add(1)..4)
             .map(|k| self.reserve(k))
             .fold(0u32, u32::saturating_add);
-        limit.saturating_sub(above)
+        let threshold = limit.saturating_sub(above);
+        if class < Criticality::Critical {
+            let cap = floor_u32(f64::from(limit) * (1.0 - self.params.critical_floor));
+            threshold.min(cap)
+        } else {
+            threshold
+        }
     }
 
-    /// Decides one request of `class` under `limit`; on admission counts it in flight.
-    pub fn try_admit(&mut self, class: Criticality, limit: u32) -> Admit {
+    /// Decides one request of `class` under `limit`; on admission counts it in flight. The
+    /// admission is `low_load` when the total in flight before it was at most `low_load`.
+    pub fn try_admit(&mut self, class: Criticality, limit: u32, low_load: f64) -> Admit {
         let i = class.index();
         if let Some(seen) = self.seen.get_mut(i) {
             *seen = true;
@@ -176,8 +190,17 @@ impl ClassAdmission {
         }
         self.total_peak = self.total_peak.max(total.saturating_add(1));
         Admit::Yes {
-            low_load: total.saturating_mul(2) <= limit,
+            low_load: f64::from(total) <= low_load,
         }
+    }
+
+    /// Counts a request of `class` in flight without a decision (dry run).
+    pub fn force_admit(&mut self, class: Criticality) {
+        let total = self.inflight();
+        if let Some(n) = self.inflight.get_mut(class.index()) {
+            *n = n.saturating_add(1);
+        }
+        self.total_peak = self.total_peak.max(total.saturating_add(1));
     }
 
     /// Counts a request of `class` out of flight (it completed or was cancelled).
@@ -231,10 +254,26 @@ mod tests {
     fn without_higher_classes_a_class_uses_the_whole_limit() {
         let mut a = ClassAdmission::new(ReserveParams::default());
         for _ in 0..10 {
-            assert!(matches!(a.try_admit(Sheddable, 10), Admit::Yes { .. }));
+            assert!(matches!(a.try_admit(Critical, 10, 5.0), Admit::Yes { .. }));
         }
-        assert_eq!(a.try_admit(Sheddable, 10), Admit::No { threshold: 10 });
+        assert_eq!(a.try_admit(Critical, 10, 5.0), Admit::No { threshold: 10 });
         assert_eq!(a.inflight(), 10);
+    }
+
+    #[test]
+    fn sheddable_classes_leave_the_critical_floor_free() {
+        let mut a = ClassAdmission::new(ReserveParams::default());
+        for _ in 0..18 {
+            assert!(matches!(
+                a.try_admit(Sheddable, 20, 10.0),
+                Admit::Yes { .. }
+            ));
+        }
+        assert_eq!(
+            a.try_admit(SheddablePlus, 20, 10.0),
+            Admit::No { threshold: 18 }
+        );
+        assert!(matches!(a.try_admit(Critical, 20, 10.0), Admit::Yes { .. }));
     }
 
     #[test]
@@ -242,7 +281,7 @@ mod tests {
         let mut a = ClassAdmission::new(ReserveParams::default());
         // A window where critical peaked at 4 in flight.
         for _ in 0..4 {
-            a.try_admit(Critical, 100);
+            a.try_admit(Critical, 100, f64::from(100) / 2.0);
         }
         for _ in 0..4 {
             a.release(Critical);
@@ -251,22 +290,33 @@ mod tests {
         // reserve(critical) = ceil(1.5 * 4) + 1 = 7: sheddable may fill 20 - 7 = 13.
         assert_eq!(a.threshold(Sheddable, 20), 13);
         let mut admitted = 0;
-        while let Admit::Yes { .. } = a.try_admit(Sheddable, 20) {
+        while let Admit::Yes { .. } = a.try_admit(Sheddable, 20, f64::from(20) / 2.0) {
             admitted += 1;
         }
         assert_eq!(admitted, 13);
         // Critical still gets its reserve.
         for _ in 0..7 {
-            assert!(matches!(a.try_admit(Critical, 20), Admit::Yes { .. }));
+            assert!(matches!(
+                a.try_admit(Critical, 20, f64::from(20) / 2.0),
+                Admit::Yes { .. }
+            ));
         }
-        assert_eq!(a.try_admit(Critical, 20), Admit::No { threshold: 20 });
+        assert_eq!(
+            a.try_admit(Critical, 20, f64::from(20) / 2.0),
+            Admit::No { threshold: 20 }
+        );
     }
 
     #[test]
     fn low_load_flag_marks_admissions_at_half_the_limit_or_less() {
         let mut a = ClassAdmission::new(ReserveParams::default());
         let flags: Vec<bool> = (0..8)
-            .map(|_| matches!(a.try_admit(Critical, 8), Admit::Yes { low_load: true }))
+            .map(|_| {
+                matches!(
+                    a.try_admit(Critical, 8, f64::from(8) / 2.0),
+                    Admit::Yes { low_load: true }
+                )
+            })
             .collect();
         assert_eq!(flags, [true, true, true, true, true, false, false, false]);
         assert_eq!(a.peak(), 8);
@@ -276,7 +326,7 @@ mod tests {
     fn reserves_decay_slowly() {
         let mut a = ClassAdmission::new(ReserveParams::default());
         for _ in 0..10 {
-            a.try_admit(CriticalPlus, 100);
+            a.try_admit(CriticalPlus, 100, f64::from(100) / 2.0);
         }
         for _ in 0..10 {
             a.release(CriticalPlus);

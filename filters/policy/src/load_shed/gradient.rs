@@ -8,7 +8,7 @@
 //! baseline = the same percentile of requests admitted at low load (in-flight ≤ ½·L)
 //! g        = tolerance · baseline / sample
 //! g < 1  (latency above tolerance):  L ← L + smoothing · (L·max(g, 0.5) − L)
-//! g ≥ 1  and peak in-flight ≥ ½·L:   L ← L + min(√L, L·(g − 1))
+//! g ≥ 1  and peak in-flight ≥ ½·L:   L ← L + smoothing · min(√L, L·(g − 1))
 //! g ≥ 1  and peak in-flight < ½·L:   hold (app-limited: no evidence that more helps)
 //! L clamped to [min_limit, max_limit]
 //! ```
@@ -124,6 +124,14 @@ impl GradientLimit {
         }
     }
 
+    /// Continues from a state another worker published (leadership moved).
+    pub fn resume(&mut self, limit: f64, baseline: f64) {
+        self.limit = clamp(limit, self.params.min_limit, self.params.max_limit);
+        if baseline.is_finite() && baseline > 0.0 {
+            self.baseline = Some(baseline);
+        }
+    }
+
     /// The current limit (fractional; admission uses its floor, at least 1).
     pub fn limit(&self) -> f64 {
         self.limit
@@ -173,7 +181,7 @@ impl GradientLimit {
             self.limit += p.smoothing * (target - self.limit);
             Change::Shrank
         } else if w.peak_inflight >= p.app_limited * self.limit {
-            self.limit += self.limit.sqrt().min(self.limit * (g - 1.0));
+            self.limit += p.smoothing * self.limit.sqrt().min(self.limit * (g - 1.0));
             Change::Grew
         } else {
             return Change::AppLimited;
@@ -245,8 +253,8 @@ mod tests {
         assert_eq!(l.update(&window(20.0, Some(20.0), 3.0)), Change::AppLimited);
         assert_eq!(l.limit(), 20.0);
         assert_eq!(l.update(&window(20.0, Some(20.0), 15.0)), Change::Grew);
-        // g = 1.25: growth = min(sqrt(20), 20 * 0.25) = sqrt(20).
-        assert!((l.limit() - (20.0 + 20f64.sqrt())).abs() < 1e-9);
+        // g = 1.25: growth = smoothing * min(sqrt(20), 20 * 0.25) = 0.5 * sqrt(20).
+        assert!((l.limit() - (20.0 + 0.5 * 20f64.sqrt())).abs() < 1e-9);
     }
 
     #[test]

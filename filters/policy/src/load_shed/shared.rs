@@ -29,8 +29,14 @@ pub struct Report {
     pub at_ns: u64,
     /// Peak in-flight of this worker in the window.
     pub peak: u32,
+    /// In flight at the time of the report.
+    pub inflight: u32,
+    /// The lease this worker admitted against during the window.
+    pub lease: u32,
     /// Requests that arrived (admitted or rejected) in the window.
     pub arrivals: u64,
+    /// Length of the window (ns).
+    pub window_ns: u64,
     /// Latency (µs) of requests completed in the window.
     pub latency: Histogram,
     /// Latency (µs) of those admitted at low load.
@@ -50,6 +56,11 @@ pub struct State {
     pub baseline_us: f64,
     /// The last latency sample (µs), 0 when none.
     pub sample_us: f64,
+    /// Global in-flight at or below which an admission counts as low load: half of completions
+    /// per second × baseline latency (Little's law: the concurrency the current throughput needs
+    /// without queueing), so it stays below the service's capacity even when saturated and
+    /// queueing cannot leak into the baseline; `limit / 2` before a baseline is known.
+    pub low_load_inflight: f64,
     /// `(worker id, lease)` for every worker that reported recently.
     pub leases: Vec<(u32, u32)>,
 }
@@ -112,7 +123,10 @@ impl Report {
         w.u64(self.seq);
         w.u64(self.at_ns);
         w.u32(self.peak);
+        w.u32(self.inflight);
+        w.u32(self.lease);
         w.u64(self.arrivals);
+        w.u64(self.window_ns);
         self.latency.encode(&mut w.0);
         self.low_load.encode(&mut w.0);
         w.0
@@ -128,7 +142,10 @@ impl Report {
             seq: r.u64()?,
             at_ns: r.u64()?,
             peak: r.u32()?,
+            inflight: r.u32()?,
+            lease: r.u32()?,
             arrivals: r.u64()?,
+            window_ns: r.u64()?,
             latency: r.histogram()?,
             low_load: r.histogram()?,
         })
@@ -145,6 +162,7 @@ impl State {
         w.f64(self.limit);
         w.f64(self.baseline_us);
         w.f64(self.sample_us);
+        w.f64(self.low_load_inflight);
         let n = self.leases.len().min(MAX_WORKERS);
         w.u32(u32::try_from(n).unwrap_or(0));
         for (id, lease) in self.leases.iter().take(n) {
@@ -166,6 +184,7 @@ impl State {
             limit: r.f64()?,
             baseline_us: r.f64()?,
             sample_us: r.f64()?,
+            low_load_inflight: r.f64()?,
             leases: Vec::new(),
         };
         let n = usize::try_from(r.u32()?).ok()?;
@@ -266,6 +285,7 @@ mod tests {
             limit: 24.5,
             baseline_us: 20_000.0,
             sample_us: 23_000.0,
+            low_load_inflight: 9.5,
             leases: vec![(1, 12), (2, 12)],
         };
         assert_eq!(State::decode(&s.encode()), Some(s.clone()));
@@ -287,5 +307,9 @@ mod tests {
         wrong[0] = 9;
         assert!(State::decode(&wrong).is_none());
         assert!(Report::decode(&[1, 0, 0, 0, 1]).is_none());
+        let r = Report::default().encode();
+        for cut in 0..r.len() {
+            assert!(Report::decode(&r[..cut]).is_none());
+        }
     }
 }

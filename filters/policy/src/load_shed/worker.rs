@@ -1,0 +1,370 @@
+//! One worker VM's side of load shedding: local admission against its lease, the window it
+//! reports, and the tick that publishes, elects a leader, decides and adopts leases.
+//!
+//! The request path ([`Worker::admit`], [`Worker::complete`], [`Worker::cancel`]) touches only
+//! local memory. [`Worker::tick`] does all shared-data work once per update interval; see
+//! [`super::shared`] for the scheme.
+
+use super::config::Config;
+use super::criticality::{Admit, ClassAdmission, Criticality};
+use super::gradient::{GradientLimit, Window};
+use super::shared::{Report, State, split};
+use crate::num::{ceil_u64, floor_u32, u64_f64};
+use crate::store::Store;
+
+/// A leadership claim lasts this many update intervals without renewal.
+pub const LEADER_TTL_INTERVALS: u64 = 3;
+/// Reports older than this many intervals are ignored (their worker is gone or idle).
+pub const REPORT_TTL_INTERVALS: u64 = 3;
+
+/// Counters since the last tick, flushed to metrics by the filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Admitted per class (lowest first).
+    pub admitted: [u64; 4],
+    /// Rejected (or, in dry run, would have been) per class.
+    pub rejected: [u64; 4],
+}
+
+/// What the tick decided, for metrics and logs (the leader's view; `None` elsewhere).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decided {
+    /// Global limit.
+    pub limit: f64,
+    /// Sum of in-flight reported by all workers.
+    pub inflight: u64,
+    /// Baseline latency (µs), 0 when unknown.
+    pub baseline_us: f64,
+    /// Last latency sample (µs), 0 when none.
+    pub sample_us: f64,
+}
+
+/// Per-worker load-shedding state.
+#[derive(Debug)]
+pub struct Worker {
+    keys: Keys,
+    id: u32,
+    interval_ns: u64,
+    initial_lease: u32,
+    lease: Option<u32>,
+    low_load: Option<f64>,
+    last_publish_ns: Option<u64>,
+    admission: ClassAdmission,
+    report: Report,
+    counts: Counts,
+    leader: Option<GradientLimit>,
+    params: super::gradient::GradientParams,
+    last_seq: Vec<(u32, u64)>,
+    demand: Vec<(u32, f64)>,
+}
+
+#[derive(Debug)]
+struct Keys {
+    next_id: String,
+    leader: String,
+    state: String,
+    report_prefix: String,
+}
+
+impl Worker {
+    /// A worker for `config`, with shared-data keys under `prefix`. Allocates this VM's worker
+    /// id from the store.
+    pub fn new(config: &Config, prefix: &str, store: &mut impl Store) -> Self {
+        let keys = Keys {
+            next_id: format!("{prefix}/next_id"),
+            leader: format!("{prefix}/leader"),
+            state: format!("{prefix}/state"),
+            report_prefix: format!("{prefix}/r/"),
+        };
+        let id = allocate_id(&keys.next_id, store);
+        Self {
+            keys,
+            id,
+            interval_ns: u64::try_from(config.update_interval.as_nanos()).unwrap_or(u64::MAX),
+            initial_lease: floor_u32(config.gradient.initial_limit).max(1),
+            lease: None,
+            low_load: None,
+            last_publish_ns: None,
+            admission: ClassAdmission::new(config.reserve),
+            report: Report::default(),
+            counts: Counts::default(),
+            leader: None,
+            params: config.gradient.clone(),
+            last_seq: Vec::new(),
+            demand: Vec::new(),
+        }
+    }
+
+    /// This VM's worker id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The lease requests are admitted against: the leader's, or the initial limit before the
+    /// first decision; at least 1, so a worker that was idle when leases were split can still
+    /// serve until the next tick (over-admission bounded by one request per such worker).
+    pub fn lease(&self) -> u32 {
+        self.lease.unwrap_or(self.initial_lease).max(1)
+    }
+
+    /// Requests of this worker in flight.
+    pub fn inflight(&self) -> u32 {
+        self.admission.inflight()
+    }
+
+    /// Decides a request of `class`. In dry run the caller admits anyway with
+    /// [`Worker::admit_anyway`].
+    pub fn admit(&mut self, class: Criticality) -> Admit {
+        self.report.arrivals = self.report.arrivals.saturating_add(1);
+        let lease = self.lease();
+        let low_load = self.low_load.unwrap_or(f64::from(lease) / 2.0);
+        let decision = self.admission.try_admit(class, lease, low_load);
+        let slot = match decision {
+            Admit::Yes { .. } => self.counts.admitted.get_mut(class.index()),
+            Admit::No { .. } => self.counts.rejected.get_mut(class.index()),
+        };
+        if let Some(n) = slot {
+            *n = n.saturating_add(1);
+        }
+        decision
+    }
+
+    /// Counts a request in flight without a decision (dry run of a rejection).
+    pub fn admit_anyway(&mut self, class: Criticality) {
+        self.admission.force_admit(class);
+    }
+
+    /// A request admitted with `low_load` completed after `latency_us`.
+    pub fn complete(&mut self, class: Criticality, latency_us: u64, low_load: bool) {
+        self.admission.release(class);
+        self.report.latency.record(latency_us);
+        if low_load {
+            self.report.low_load.record(latency_us);
+        }
+    }
+
+    /// A request admitted earlier ended without a usable latency (cancelled, reset).
+    pub fn cancel(&mut self, class: Criticality) {
+        self.admission.release(class);
+    }
+
+    /// Takes the counters accumulated since the last call.
+    pub fn take_counts(&mut self) -> Counts {
+        core::mem::take(&mut self.counts)
+    }
+
+    /// Once per update interval: publish, lead if leader, adopt the lease.
+    pub fn tick(&mut self, now_ns: u64, store: &mut impl Store) -> Option<Decided> {
+        self.publish(now_ns, store);
+        let decided = if self.claim_leadership(now_ns, store) {
+            self.decide(now_ns, store)
+        } else {
+            self.leader = None;
+            None
+        };
+        if let Some(state) = store
+            .get(&self.keys.state)
+            .and_then(|(v, _)| State::decode(&v))
+        {
+            // A worker the leader has not heard from yet assumes it is one more worker and
+            // takes an equal share (over-admission is bounded by that share for one interval).
+            let lease = state.lease_of(self.id).unwrap_or_else(|| {
+                let n = u32::try_from(state.leases.len()).unwrap_or(u32::MAX);
+                floor_u32(state.limit / f64::from(n.saturating_add(1)))
+            });
+            self.lease = Some(lease);
+            // This worker's share of the global low-load level, in proportion to its lease.
+            self.low_load = (state.limit > 0.0)
+                .then(|| state.low_load_inflight * f64::from(lease.max(1)) / state.limit);
+        }
+        self.admission.end_window();
+        decided
+    }
+
+    fn publish(&mut self, now_ns: u64, store: &mut impl Store) {
+        self.report.seq = self.report.seq.wrapping_add(1);
+        self.report.at_ns = now_ns;
+        self.report.window_ns = now_ns.saturating_sub(self.last_publish_ns.unwrap_or(now_ns));
+        self.last_publish_ns = Some(now_ns);
+        self.report.peak = self.admission.peak().max(self.admission.inflight());
+        self.report.inflight = self.admission.inflight();
+        self.report.lease = self.lease();
+        let key = format!("{}{}", self.keys.report_prefix, self.id);
+        let _ = store.set(&key, &self.report.encode(), 0);
+        let seq = self.report.seq;
+        self.report = Report {
+            seq,
+            ..Report::default()
+        };
+    }
+
+    fn claim_leadership(&mut self, now_ns: u64, store: &mut impl Store) -> bool {
+        let ttl = self.interval_ns.saturating_mul(LEADER_TTL_INTERVALS);
+        let current = store.get(&self.keys.leader);
+        let (holder, expires, cas) = match &current {
+            Some((v, cas)) => match (v.get(..4), v.get(4..12)) {
+                (Some(a), Some(b)) => (
+                    u32::from_le_bytes(a.try_into().unwrap_or_default()),
+                    u64::from_le_bytes(b.try_into().unwrap_or_default()),
+                    *cas,
+                ),
+                _ => (u32::MAX, 0, *cas),
+            },
+            None => (u32::MAX, 0, 0),
+        };
+        if holder != self.id && expires > now_ns {
+            return false;
+        }
+        let mut claim = self.id.to_le_bytes().to_vec();
+        claim.extend_from_slice(&now_ns.saturating_add(ttl).to_le_bytes());
+        store.set(&self.keys.leader, &claim, cas)
+    }
+
+    fn decide(&mut self, now_ns: u64, store: &mut impl Store) -> Option<Decided> {
+        let previous = store
+            .get(&self.keys.state)
+            .and_then(|(v, _)| State::decode(&v));
+        let limit = self.leader.get_or_insert_with(|| {
+            let mut l = GradientLimit::new(self.params.clone());
+            if let Some(s) = &previous {
+                l.resume(s.limit, s.baseline_us);
+            }
+            l
+        });
+        // Gather fresh reports: workers 0..next_id that reported within the TTL.
+        let max_id = store
+            .get(&self.keys.next_id)
+            .and_then(|(v, _)| Some(u32::from_le_bytes(v.get(..4)?.try_into().ok()?)))
+            .unwrap_or(0)
+            .min(1024);
+        let ttl = self.interval_ns.saturating_mul(REPORT_TTL_INTERVALS);
+        let mut latency = crate::histogram::Histogram::new();
+        let mut low_load = crate::histogram::Histogram::new();
+        // The busiest worker relative to its lease decides whether the limit is used: leases
+        // split the limit, so one worker can be at its lease while the sum of peaks is not.
+        let mut peak_ratio = 0.0f64;
+        let mut inflight = 0u64;
+        let mut throughput = 0.0f64; // completions per second, summed over workers
+        let mut demands = Vec::new();
+        for id in 0..max_id {
+            let key = format!("{}{id}", self.keys.report_prefix);
+            let Some(r) = store.get(&key).and_then(|(v, _)| Report::decode(&v)) else {
+                continue;
+            };
+            if now_ns.saturating_sub(r.at_ns) > ttl {
+                continue;
+            }
+            // Demand is smoothed across intervals: the workers' windows are offset, so a sudden
+            // change of load shows in one report an interval before the other.
+            let smoothed = match self.demand.iter_mut().find(|(w, _)| *w == id) {
+                Some((_, d)) => {
+                    *d = 0.5 * *d + 0.5 * u64_f64(r.arrivals);
+                    *d
+                }
+                None => {
+                    self.demand.push((id, u64_f64(r.arrivals)));
+                    u64_f64(r.arrivals)
+                }
+            };
+            demands.push((
+                id,
+                if r.arrivals == 0 {
+                    0
+                } else {
+                    ceil_u64(smoothed).max(1)
+                },
+            ));
+            inflight = inflight.saturating_add(u64::from(r.inflight));
+            let fresh = match self.last_seq.iter_mut().find(|(w, _)| *w == id) {
+                Some((_, seq)) if *seq == r.seq => false,
+                Some((_, seq)) => {
+                    *seq = r.seq;
+                    true
+                }
+                None => {
+                    self.last_seq.push((id, r.seq));
+                    true
+                }
+            };
+            if fresh {
+                if r.window_ns > 0 {
+                    throughput += u64_f64(r.latency.count()) * 1e9 / u64_f64(r.window_ns);
+                }
+                latency.merge(&r.latency);
+                low_load.merge(&r.low_load);
+                if r.arrivals > 0 {
+                    peak_ratio = peak_ratio.max(f64::from(r.peak) / f64::from(r.lease.max(1)));
+                }
+            }
+        }
+        let p = limit.params();
+        let pct = |h: &crate::histogram::Histogram, min: u64| {
+            (h.count() >= min)
+                .then(|| h.percentile(p.percentile))
+                .flatten()
+                .map(u64_f64)
+        };
+        let window = Window {
+            sample: pct(&latency, p.min_samples),
+            low_load: pct(&low_load, (p.min_samples / 2).max(1)),
+            peak_inflight: peak_ratio * limit.limit(),
+        };
+        limit.update(&window);
+        let state = State {
+            epoch: previous.map_or(1, |s| s.epoch.wrapping_add(1)),
+            at_ns: now_ns,
+            limit: limit.limit(),
+            baseline_us: limit.baseline().unwrap_or(0.0),
+            sample_us: limit.sample().unwrap_or(0.0),
+            low_load_inflight: match limit.baseline() {
+                Some(b) if throughput > 0.0 => 0.5 * throughput * b / 1e6,
+                _ => limit.limit() / 2.0,
+            },
+            leases: split_active(limit.limit(), &demands),
+        };
+        let _ = store.set(&self.keys.state, &state.encode(), 0);
+        Some(Decided {
+            limit: state.limit,
+            inflight,
+            baseline_us: state.baseline_us,
+            sample_us: state.sample_us,
+        })
+    }
+}
+
+/// Leases for workers that saw traffic; idle workers (e.g. the main-thread VM) get none.
+fn split_active(limit: f64, demands: &[(u32, u64)]) -> Vec<(u32, u32)> {
+    let active: Vec<(u32, u64)> = demands.iter().copied().filter(|(_, d)| *d > 0).collect();
+    if active.is_empty() {
+        // Nobody saw traffic: split evenly so the first requests anywhere are served.
+        return split(limit, demands);
+    }
+    let mut leases = split(limit, &active);
+    leases.extend(
+        demands
+            .iter()
+            .filter(|(_, d)| *d == 0)
+            .map(|(id, _)| (*id, 0)),
+    );
+    leases
+}
+
+fn allocate_id(key: &str, store: &mut impl Store) -> u32 {
+    for _ in 0..64 {
+        let (next, cas) = match store.get(key) {
+            Some((v, cas)) => (
+                v.get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes),
+                cas,
+            ),
+            None => (0, 0),
+        };
+        if store.set(key, &next.wrapping_add(1).to_le_bytes(), cas) {
+            return next;
+        }
+    }
+    // Contention this high does not happen at VM start; a duplicate id only merges two
+    // workers' reports.
+    u32::MAX
+}
