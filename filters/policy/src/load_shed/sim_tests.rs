@@ -14,6 +14,9 @@
 
 use std::collections::VecDeque;
 
+#[cfg(target_arch = "wasm32")]
+use crate::test;
+
 use super::config::{Config, RawConfig};
 use super::criticality::{Admit, Criticality};
 use super::worker::Worker;
