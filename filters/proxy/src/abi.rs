@@ -177,6 +177,7 @@ mod host {
             val_len: usize,
             cas: u32,
         ) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     }
 }
 
@@ -279,6 +280,9 @@ mod host {
         _: usize,
         _: u32,
     ) -> u32 {
+        UNIMPLEMENTED
+    }
+    pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
         UNIMPLEMENTED
     }
 }
@@ -478,6 +482,13 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> 
     check(unsafe {
         host::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
     })
+}
+
+/// Asks for `on_tick` every `period` on this VM's root context (0 disables).
+pub fn set_tick_period(period: core::time::Duration) -> Result<(), Status> {
+    let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    // SAFETY: plain value.
+    check(unsafe { host::proxy_set_tick_period_milliseconds(ms) })
 }
 
 /// Property paths are segments joined by NUL (the convention of Envoy and the SDKs).

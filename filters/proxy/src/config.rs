@@ -90,6 +90,24 @@ pub fn configure<T: DeserializeOwned>(filter: &str, bytes: Option<&[u8]>) -> Opt
     }
 }
 
+/// Parses and validates a plugin configuration in two phases: the raw JSON shape (`Raw`,
+/// serde, unknown fields rejected), then the domain rules (`TryFrom<Raw>`). Logs one line and
+/// returns `None` on the first error of either phase.
+pub fn configure_validated<Raw, T>(filter: &str, bytes: Option<&[u8]>) -> Option<T>
+where
+    Raw: DeserializeOwned,
+    T: TryFrom<Raw, Error = meshguard_policy::invalid::Invalid>,
+{
+    let raw: Raw = configure(filter, bytes)?;
+    match T::try_from(raw) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::error!("meshguard {filter}: invalid configuration: {e}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use core::time::Duration;

@@ -23,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod idle;
 pub mod metrics;
+pub mod shared;
 
 pub use config::{ConfigError, parse_config};
 pub use metrics::{Counter, Gauge, Histogram, Metrics};

@@ -4,6 +4,7 @@
 //! tests that can share one Envoy with several listeners do.
 
 mod config;
+mod load_shed;
 mod proxy;
 mod smoke;
 mod transparency;
