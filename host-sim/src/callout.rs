@@ -116,7 +116,14 @@ impl HttpCallReply {
     pub fn status(status: u16) -> Self {
         let mut headers = HeaderMap::new();
         headers.add(":status", status.to_string());
-        Self { delay: Some(Duration::ZERO), outcome: HttpCallOutcome::Response { headers, body: Vec::new(), trailers: HeaderMap::new() } }
+        Self {
+            delay: Some(Duration::ZERO),
+            outcome: HttpCallOutcome::Response {
+                headers,
+                body: Vec::new(),
+                trailers: HeaderMap::new(),
+            },
+        }
     }
     /// A 200 response.
     pub fn ok() -> Self {
@@ -124,11 +131,17 @@ impl HttpCallReply {
     }
     /// The upstream resets the call.
     pub fn reset() -> Self {
-        Self { delay: Some(Duration::ZERO), outcome: HttpCallOutcome::Reset }
+        Self {
+            delay: Some(Duration::ZERO),
+            outcome: HttpCallOutcome::Reset,
+        }
     }
     /// Never answers (the call's timeout decides).
     pub fn never() -> Self {
-        Self { delay: None, outcome: HttpCallOutcome::Reset }
+        Self {
+            delay: None,
+            outcome: HttpCallOutcome::Reset,
+        }
     }
     /// Adds a response header.
     pub fn header(mut self, k: &str, v: &str) -> Self {
@@ -186,11 +199,21 @@ pub struct GrpcReply {
 impl GrpcReply {
     /// Unary success with `message` (one `on_grpc_receive`).
     pub fn ok(message: impl Into<Vec<u8>>) -> Self {
-        Self { deliveries: vec![(Duration::ZERO, GrpcDelivery::Message(message.into()))] }
+        Self {
+            deliveries: vec![(Duration::ZERO, GrpcDelivery::Message(message.into()))],
+        }
     }
     /// Failure with a gRPC status (one `on_grpc_close`).
     pub fn error(status: u32, message: &str) -> Self {
-        Self { deliveries: vec![(Duration::ZERO, GrpcDelivery::Close { status, message: message.into() })] }
+        Self {
+            deliveries: vec![(
+                Duration::ZERO,
+                GrpcDelivery::Close {
+                    status,
+                    message: message.into(),
+                },
+            )],
+        }
     }
     /// No deliveries (the call stays open).
     pub fn none() -> Self {

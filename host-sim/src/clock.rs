@@ -22,7 +22,10 @@ pub struct Clock {
 impl Clock {
     /// A clock whose wall time starts at `wall_start_ns`.
     pub fn new(wall_start_ns: u64) -> Self {
-        Self { wall_start_ns, now_ns: 0 }
+        Self {
+            wall_start_ns,
+            now_ns: 0,
+        }
     }
 
     /// Nanoseconds since the simulation started.

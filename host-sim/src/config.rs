@@ -42,7 +42,11 @@ fn default_upstream_address() -> String {
 impl ClusterSpec {
     /// A cluster with the default address.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), address: default_upstream_address(), metadata: serde_json::Value::Null }
+        Self {
+            name: name.into(),
+            address: default_upstream_address(),
+            metadata: serde_json::Value::Null,
+        }
     }
 }
 
@@ -102,7 +106,11 @@ pub struct NodeSpec {
 
 impl Default for NodeSpec {
     fn default() -> Self {
-        Self { id: "host-sim".into(), cluster: "host-sim".into(), metadata: serde_json::Value::Null }
+        Self {
+            id: "host-sim".into(),
+            cluster: "host-sim".into(),
+            metadata: serde_json::Value::Null,
+        }
     }
 }
 
@@ -176,7 +184,9 @@ impl SimConfig {
         let path = headers.get(":path").unwrap_or("/");
         self.routes.iter().find(|r| {
             path.starts_with(&r.prefix)
-                && r.header.as_ref().is_none_or(|(k, v)| headers.get(k) == Some(v.as_str()))
+                && r.header
+                    .as_ref()
+                    .is_none_or(|(k, v)| headers.get(k) == Some(v.as_str()))
         })
     }
 }
@@ -186,4 +196,3 @@ impl From<&str> for ClusterSpec {
         ClusterSpec::new(s)
     }
 }
-

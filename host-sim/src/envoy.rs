@@ -25,12 +25,15 @@ use crate::upstream::Upstream;
 use crate::vm::Vm;
 use crate::world::{ForeignCall, World};
 
+mod callouts;
 mod dispatch;
 mod filter;
+mod forward;
+mod ops;
 pub(crate) mod stream;
 
-pub use stream::{LocalReply, Message, StreamId, StreamRecord, Verdict};
 use stream::Stream;
+pub use stream::{LocalReply, Message, StreamId, StreamRecord, Verdict};
 
 /// Configures and starts a simulated Envoy. Defaults: 2 workers, empty configs, vm_id and
 /// root_id `""`, FAIL_CLOSED, log level info, one cluster `upstream` routed by a catch-all
@@ -121,7 +124,10 @@ impl EnvoyBuilder {
     /// Replaces the routes (first match wins). Clusters they name are added if missing.
     pub fn routes(mut self, routes: Vec<RouteSpec>) -> Self {
         for r in &routes {
-            self.cfg.clusters.entry(r.cluster.clone()).or_insert_with(|| ClusterSpec::new(r.cluster.clone()));
+            self.cfg
+                .clusters
+                .entry(r.cluster.clone())
+                .or_insert_with(|| ClusterSpec::new(r.cluster.clone()));
         }
         self.cfg.routes = routes;
         self
@@ -164,18 +170,38 @@ impl EnvoyBuilder {
     /// [`Error::StartFailed`] when a VM cannot start, [`Error::Abi`] for a bad module.
     pub fn build(self) -> Result<Envoy> {
         let cfg = Arc::new(self.cfg);
-        let world = Arc::new(Mutex::new(World::new(cfg.seed, cfg.wall_start_ns, cfg.tracing, cfg.log_cap)));
+        let world = Arc::new(Mutex::new(World::new(
+            cfg.seed,
+            cfg.wall_start_ns,
+            cfg.tracing,
+            cfg.log_cap,
+        )));
         // The canary: configure once on a throw-away clone; its verdict decides.
         {
-            let mut canary = Vm::new(&self.module, world.clone(), cfg.clone(), VmRef { slot: Slot::Canary, generation: 0 })?;
+            let mut canary = Vm::new(
+                &self.module,
+                world.clone(),
+                cfg.clone(),
+                VmRef {
+                    slot: Slot::Canary,
+                    generation: 0,
+                },
+            )?;
             canary.start_plugin()?;
-            world.lock().unwrap_or_else(|e| e.into_inner()).outbox.clear();
+            world
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .outbox
+                .clear();
         }
         let mut envoy = Envoy {
             module: self.module,
             cfg: cfg.clone(),
             world,
-            main: SlotVms { vms: Vec::new(), last_load_ns: 0 },
+            main: SlotVms {
+                vms: Vec::new(),
+                last_load_ns: 0,
+            },
             workers: Vec::new(),
             streams: HashMap::new(),
             finished: BTreeMap::new(),
@@ -186,11 +212,20 @@ impl EnvoyBuilder {
             grpc_responders: HashMap::new(),
             upstream: None,
         };
-        let main = envoy.start_vm(VmRef { slot: Slot::Main, generation: 0 })?;
+        let main = envoy.start_vm(VmRef {
+            slot: Slot::Main,
+            generation: 0,
+        })?;
         envoy.main.vms.push(main);
         for i in 0..cfg.workers {
-            let vm = envoy.start_vm(VmRef { slot: Slot::Worker(i), generation: 0 })?;
-            envoy.workers.push(SlotVms { vms: vec![vm], last_load_ns: 0 });
+            let vm = envoy.start_vm(VmRef {
+                slot: Slot::Worker(i),
+                generation: 0,
+            })?;
+            envoy.workers.push(SlotVms {
+                vms: vec![vm],
+                last_load_ns: 0,
+            });
         }
         envoy.dispatch_outbox();
         envoy.drain();
@@ -233,7 +268,10 @@ impl std::fmt::Debug for Envoy {
 impl Envoy {
     /// A builder for `module`.
     pub fn builder(module: Module) -> EnvoyBuilder {
-        EnvoyBuilder { module, cfg: SimConfig::default() }
+        EnvoyBuilder {
+            module,
+            cfg: SimConfig::default(),
+        }
     }
 
     fn start_vm(&mut self, r: VmRef) -> Result<Vm> {
@@ -262,7 +300,10 @@ impl Envoy {
     pub(crate) fn current_vm(&self, worker: usize) -> Option<VmRef> {
         let s = self.workers.get(worker)?;
         let generation = u32::try_from(s.vms.len().checked_sub(1)?).ok()?;
-        Some(VmRef { slot: Slot::Worker(worker), generation })
+        Some(VmRef {
+            slot: Slot::Worker(worker),
+            generation,
+        })
     }
 
     // === time ===
@@ -291,7 +332,9 @@ impl Envoy {
     /// Time until the next scheduled event, if any.
     pub fn next_event_in(&self) -> Option<Duration> {
         let w = self.w();
-        w.sched.next_time().map(|t| Duration::from_nanos(t.saturating_sub(w.now())))
+        w.sched
+            .next_time()
+            .map(|t| Duration::from_nanos(t.saturating_sub(w.now())))
     }
 
     pub(crate) fn run_until(&mut self, target: u64) {
@@ -327,7 +370,13 @@ impl Envoy {
 
     /// Log lines containing `needle`.
     pub fn logs_containing(&self, needle: &str) -> Vec<LogLine> {
-        self.w().rec.logs.iter().filter(|l| l.message.contains(needle)).cloned().collect()
+        self.w()
+            .rec
+            .logs
+            .iter()
+            .filter(|l| l.message.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// Forgets the log lines kept so far.
@@ -434,7 +483,10 @@ impl Envoy {
 
     /// A stream, live or finished.
     pub fn stream(&self, id: StreamId) -> Option<&StreamRecord> {
-        self.streams.get(&id.0).map(|s| &s.rec).or_else(|| self.finished.get(&id.0))
+        self.streams
+            .get(&id.0)
+            .map(|s| &s.rec)
+            .or_else(|| self.finished.get(&id.0))
     }
 
     /// Takes the records of finished streams (the load driver drains them to bound memory).
@@ -450,13 +502,23 @@ impl Envoy {
     // === configuration after start ===
 
     /// Answers http callouts to `cluster` with `f` (the cluster must exist).
-    pub fn on_http_call(&mut self, cluster: &str, f: impl FnMut(&CalloutRecord) -> crate::callout::HttpCallReply + Send + 'static) {
-        self.http_responders.insert(cluster.to_string(), Box::new(f));
+    pub fn on_http_call(
+        &mut self,
+        cluster: &str,
+        f: impl FnMut(&CalloutRecord) -> crate::callout::HttpCallReply + Send + 'static,
+    ) {
+        self.http_responders
+            .insert(cluster.to_string(), Box::new(f));
     }
 
     /// Answers gRPC calls and streams to `cluster` with `f`.
-    pub fn on_grpc(&mut self, cluster: &str, f: impl FnMut(crate::callout::GrpcEvent<'_>) -> crate::callout::GrpcReply + Send + 'static) {
-        self.grpc_responders.insert(cluster.to_string(), Box::new(f));
+    pub fn on_grpc(
+        &mut self,
+        cluster: &str,
+        f: impl FnMut(crate::callout::GrpcEvent<'_>) -> crate::callout::GrpcReply + Send + 'static,
+    ) {
+        self.grpc_responders
+            .insert(cluster.to_string(), Box::new(f));
     }
 
     /// Installs an automatic upstream for routed requests.
@@ -483,7 +545,10 @@ impl Envoy {
         let worker = worker % self.workers.len().max(1);
         let id = self.next_stream;
         self.next_stream += 1;
-        let vm = self.current_vm(worker).unwrap_or(VmRef { slot: Slot::Worker(worker), generation: 0 });
+        let vm = self.current_vm(worker).unwrap_or(VmRef {
+            slot: Slot::Worker(worker),
+            generation: 0,
+        });
         let s = Stream::new(id, worker, vm);
         self.streams.insert(id, s);
         StreamId(id)
@@ -494,7 +559,9 @@ impl Envoy {
     }
 
     pub(crate) fn get_stream(&self, id: StreamId) -> Result<&Stream> {
-        self.streams.get(&id.0).ok_or_else(|| Error::Usage(format!("unknown or finished stream {}", id.0)))
+        self.streams
+            .get(&id.0)
+            .ok_or_else(|| Error::Usage(format!("unknown or finished stream {}", id.0)))
     }
 }
 

@@ -66,7 +66,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::WasmNotFound { name, searched } => {
-                write!(f, "{name}.wasm not found (run `./build.sh` to build the wasm modules); searched:")?;
+                write!(
+                    f,
+                    "{name}.wasm not found (run `./build.sh` to build the wasm modules); searched:"
+                )?;
                 for p in searched {
                     write!(f, " {}", p.display())?;
                 }
@@ -75,7 +78,11 @@ impl fmt::Display for Error {
             Error::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
             Error::Compile(m) => write!(f, "failed to load Wasm code: {m}"),
             Error::MissingImports(names) => {
-                write!(f, "module imports functions that Envoy does not provide: {}", names.join(", "))
+                write!(
+                    f,
+                    "module imports functions that Envoy does not provide: {}",
+                    names.join(", ")
+                )
             }
             Error::Abi(m) => write!(f, "not a proxy-wasm module: {m}"),
             Error::StartFailed { vm, reason, logs } => {

@@ -21,7 +21,9 @@ impl HeaderMap {
     }
 
     /// Builds a map from pairs, lower-casing keys (like Envoy's codecs do).
-    pub fn from_pairs<K: AsRef<str>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         let mut m = Self::new();
         for (k, v) in pairs {
             m.add(k.as_ref(), v.as_ref());
@@ -41,19 +43,25 @@ impl HeaderMap {
 
     /// The first value of `key` as UTF-8 (`None` when absent or not UTF-8).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.get_bytes(key).and_then(|v| std::str::from_utf8(v).ok())
+        self.get_bytes(key)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The first value of `key` (what Envoy's `get_header_map_value` returns).
     pub fn get_bytes(&self, key: &str) -> Option<&[u8]> {
-        let key = key.to_ascii_lowercase();
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_slice())
+        self.entries
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_slice())
     }
 
     /// Every value of `key`, in order.
     pub fn get_all(&self, key: &str) -> Vec<&[u8]> {
-        let key = key.to_ascii_lowercase();
-        self.entries.iter().filter(|(k, _)| *k == key).map(|(_, v)| v.as_slice()).collect()
+        self.entries
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_slice())
+            .collect()
     }
 
     /// True when `key` is present.
@@ -66,7 +74,11 @@ impl HeaderMap {
         let key = key.to_ascii_lowercase();
         let value = value.as_ref().to_vec();
         if key.starts_with(':') {
-            let at = self.entries.iter().position(|(k, _)| !k.starts_with(':')).unwrap_or(self.entries.len());
+            let at = self
+                .entries
+                .iter()
+                .position(|(k, _)| !k.starts_with(':'))
+                .unwrap_or(self.entries.len());
             self.entries.insert(at, (key, value));
         } else {
             self.entries.push((key, value));
@@ -81,8 +93,7 @@ impl HeaderMap {
 
     /// Removes every value of `key`.
     pub fn remove(&mut self, key: &str) {
-        let key = key.to_ascii_lowercase();
-        self.entries.retain(|(k, _)| *k != key);
+        self.entries.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
     }
 
     /// Removes everything.
@@ -97,7 +108,10 @@ impl HeaderMap {
 
     /// Entries as strings (non-UTF-8 bytes replaced), for display and JSON.
     pub fn to_pairs(&self) -> Vec<(String, String)> {
-        self.entries.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect()
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect()
     }
 
     /// Envoy's `HeaderMap::byteSize()`: the sum of key and value lengths (what
@@ -108,7 +122,11 @@ impl HeaderMap {
 
     /// Serializes to the proxy-wasm pairs format.
     pub fn serialize(&self) -> Vec<u8> {
-        serialize_pairs(self.entries.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())))
+        serialize_pairs(
+            self.entries
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_slice())),
+        )
     }
 }
 
@@ -140,7 +158,10 @@ impl<K: AsRef<str>, V: AsRef<[u8]>> From<Vec<(K, V)>> for HeaderMap {
 /// followed by a NUL byte; all little-endian.
 pub fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
     let n = pairs.clone().count();
-    let size: usize = 4 + pairs.clone().map(|(k, v)| 8 + k.len() + v.len() + 2).sum::<usize>();
+    let size: usize = 4 + pairs
+        .clone()
+        .map(|(k, v)| 8 + k.len() + v.len() + 2)
+        .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(n as u32).to_le_bytes());
     for (k, v) in pairs.clone() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use wasmtime::{Caller, Engine, IntoFunc, Linker, Memory, StoreLimits, TypedFunc};
 
-use crate::abi::{StreamType, CALLOUT_STEP, KIND_GRPC_CALL, KIND_GRPC_STREAM, KIND_HTTP};
+use crate::abi::{CALLOUT_STEP, KIND_GRPC_CALL, KIND_GRPC_STREAM, KIND_HTTP, StreamType};
 use crate::config::SimConfig;
 use crate::headers::HeaderMap;
 use crate::stream_state::HttpStream;
@@ -145,7 +145,10 @@ pub struct HostState {
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostState").field("vm", &self.vm_name).field("contexts", &self.contexts.len()).finish()
+        f.debug_struct("HostState")
+            .field("vm", &self.vm_name)
+            .field("contexts", &self.contexts.len())
+            .finish()
     }
 }
 
@@ -254,7 +257,10 @@ impl Registry {
 
 /// Builds the linker with every host function, and the list of names it defines.
 pub(crate) fn linker(engine: &Engine) -> (Linker<HostState>, Vec<(&'static str, &'static str)>) {
-    let mut r = Registry { linker: Linker::new(engine), names: Vec::new() };
+    let mut r = Registry {
+        linker: Linker::new(engine),
+        names: Vec::new(),
+    };
     misc::register(&mut r);
     metrics::register(&mut r);
     headers::register(&mut r);

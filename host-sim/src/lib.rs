@@ -50,15 +50,20 @@ mod vm;
 mod world;
 
 pub use abi::{LogLevel, Status};
-pub use callout::{CallId, CalloutKind, CalloutRecord, GrpcDelivery, GrpcEvent, GrpcReply, HttpCallOutcome, HttpCallReply};
+pub use callout::{
+    CallId, CalloutKind, CalloutRecord, GrpcDelivery, GrpcEvent, GrpcReply, HttpCallOutcome,
+    HttpCallReply,
+};
 pub use clock::{Clock, DEFAULT_WALL_START_NS, MONOTONIC_START_NS};
 pub use config::{ClusterSpec, FailurePolicy, NodeSpec, RouteSpec};
 pub use envoy::{Envoy, EnvoyBuilder, LocalReply, Message, StreamId, StreamRecord, Verdict};
 pub use error::{Error, Result};
-pub use headers::{deserialize_pairs, serialize_pairs, HeaderMap};
+pub use headers::{HeaderMap, deserialize_pairs, serialize_pairs};
 pub use host::{Slot, VmRef};
-pub use metrics::{MetricValue, Metrics, CUSTOM_STAT_NAMESPACE};
-pub use module::{find_wasm, imports_of, wasm_search_dirs, AbiVersion, Import, Module};
+pub use metrics::{CUSTOM_STAT_NAMESPACE, MetricValue, Metrics};
+pub use module::{
+    AbiVersion, Import, Module, find_wasm, imports_of, provided_imports, wasm_search_dirs,
+};
 pub use rng::Rng;
 pub use trace::{LogLine, TraceEvent, TraceKind};
 pub use upstream::{Upstream, UpstreamAction, UpstreamReply, UpstreamRequest};

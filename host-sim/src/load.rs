@@ -34,10 +34,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::Envoy;
 use crate::clock::ns;
 use crate::headers::HeaderMap;
 use crate::rng::Rng;
-use crate::Envoy;
 
 /// A class of requests (e.g. by criticality), chosen at random by weight.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -89,7 +89,11 @@ impl Default for LoadSpec {
         Self {
             duration: Duration::from_secs(10),
             arrivals: Arrivals::Poisson { rps: 100.0 },
-            classes: vec![RequestClass { name: "default".into(), weight: 1.0, headers: Vec::new() }],
+            classes: vec![RequestClass {
+                name: "default".into(),
+                weight: 1.0,
+                headers: Vec::new(),
+            }],
             method: "GET".into(),
             path: "/".into(),
             authority: "service".into(),
@@ -108,10 +112,16 @@ impl Default for LoadSpec {
 pub fn run(envoy: &mut Envoy, spec: &LoadSpec) -> LoadReport {
     envoy.set_tracing(false);
     let mut rng = Rng::new(spec.seed);
-    let model = Arc::new(Mutex::new(model::State::new(spec.upstream.clone(), rng.fork())));
+    let model = Arc::new(Mutex::new(model::State::new(
+        spec.upstream.clone(),
+        rng.fork(),
+    )));
     let shared = model.clone();
     envoy.set_upstream(move |req: &crate::UpstreamRequest<'_>, now: Duration| {
-        shared.lock().unwrap_or_else(|e| e.into_inner()).on_request(req, now)
+        shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_request(req, now)
     });
     let start = envoy.now();
     let start_ns = ns(start);

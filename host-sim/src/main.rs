@@ -47,10 +47,20 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 if !i.provided {
                     missing += 1;
                 }
-                let _ = writeln!(out, "{}.{}\t{}", i.module, i.name, if i.provided { "provided" } else { "MISSING" });
+                let _ = writeln!(
+                    out,
+                    "{}.{}\t{}",
+                    i.module,
+                    i.name,
+                    if i.provided { "provided" } else { "MISSING" }
+                );
             }
             let _ = writeln!(out, "{} imports, {} missing", imports.len(), missing);
-            Ok(if missing == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if missing == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Some("run") => {
             let path = args.get(1).ok_or(USAGE)?;
@@ -64,9 +74,12 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                     other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
                 }
             }
-            let scenario_path = scenario_path.ok_or(format!("--scenario FILE is required\n{USAGE}"))?;
-            let text = String::from_utf8(read(&scenario_path)?).map_err(|e| format!("{scenario_path}: {e}"))?;
-            let scenario = host_sim::scenario::Scenario::from_json(&text).map_err(|e| e.to_string())?;
+            let scenario_path =
+                scenario_path.ok_or(format!("--scenario FILE is required\n{USAGE}"))?;
+            let text = String::from_utf8(read(&scenario_path)?)
+                .map_err(|e| format!("{scenario_path}: {e}"))?;
+            let scenario =
+                host_sim::scenario::Scenario::from_json(&text).map_err(|e| e.to_string())?;
             let config = match config_path {
                 Some(p) => Some(read(&p)?),
                 None => None,
@@ -77,7 +90,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                     let _ = writeln!(out, "{v}");
                 })
                 .map_err(|e| e.to_string())?;
-            Ok(if outcome.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if outcome.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Some("help" | "--help" | "-h") => {
             let _ = writeln!(out, "{USAGE}");

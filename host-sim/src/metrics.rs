@@ -42,11 +42,15 @@ pub struct Metrics {
 
 impl Metrics {
     pub(crate) fn define(&mut self, kind: MetricType, name: &str) {
-        self.by_name.entry(name.to_string()).or_insert_with(|| match kind {
-            MetricType::Counter => MetricValue::Counter { value: 0 },
-            MetricType::Gauge => MetricValue::Gauge { value: 0 },
-            MetricType::Histogram => MetricValue::Histogram { samples: Vec::new() },
-        });
+        self.by_name
+            .entry(name.to_string())
+            .or_insert_with(|| match kind {
+                MetricType::Counter => MetricValue::Counter { value: 0 },
+                MetricType::Gauge => MetricValue::Gauge { value: 0 },
+                MetricType::Histogram => MetricValue::Histogram {
+                    samples: Vec::new(),
+                },
+            });
     }
 
     pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut MetricValue> {
@@ -90,5 +94,7 @@ impl Metrics {
 }
 
 fn strip_namespace(name: &str) -> &str {
-    name.strip_prefix(CUSTOM_STAT_NAMESPACE).and_then(|n| n.strip_prefix('.')).unwrap_or(name)
+    name.strip_prefix(CUSTOM_STAT_NAMESPACE)
+        .and_then(|n| n.strip_prefix('.'))
+        .unwrap_or(name)
 }

@@ -54,17 +54,22 @@ pub struct Module {
 
 impl std::fmt::Debug for Module {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Module").field("name", &self.inner.name).field("abi", &self.inner.abi).finish()
+        f.debug_struct("Module")
+            .field("name", &self.inner.name)
+            .field("abi", &self.inner.abi)
+            .finish()
     }
 }
 
 type Slot = Arc<OnceLock<std::result::Result<Arc<Compiled>, String>>>;
+/// Modules whose bytes hash the same: (bytes, compiled slot).
+type Bucket = Vec<(Arc<[u8]>, Slot)>;
 
 struct Cache {
     engine: Engine,
     linker: Linker<HostState>,
     names: Vec<(&'static str, &'static str)>,
-    modules: Mutex<HashMap<u64, Vec<(Arc<[u8]>, Slot)>>>,
+    modules: Mutex<HashMap<u64, Bucket>>,
 }
 
 fn cache() -> &'static Cache {
@@ -74,13 +79,15 @@ fn cache() -> &'static Cache {
         // Fuel makes a runaway guest (an infinite loop) trap deterministically instead of
         // hanging the test; it is refilled before every call into the VM.
         config.consume_fuel(true);
-        let engine = match Engine::new(&config) {
-            Ok(e) => e,
-            // Only fails for unsupported configurations; the default one is supported.
-            Err(_) => Engine::default(),
-        };
+        // Only fails for unsupported configurations; this one is supported.
+        let engine = Engine::new(&config).unwrap_or_default();
         let (linker, names) = host::linker(&engine);
-        Cache { engine, linker, names, modules: Mutex::new(HashMap::new()) }
+        Cache {
+            engine,
+            linker,
+            names,
+            modules: Mutex::new(HashMap::new()),
+        }
     })
 }
 
@@ -90,6 +97,12 @@ pub(crate) fn engine() -> &'static Engine {
 
 pub(crate) fn provided_names() -> &'static [(&'static str, &'static str)] {
     &cache().names
+}
+
+/// Every `(module, name)` import host-sim provides: the 39 proxy-wasm 0.2.1 host functions,
+/// the v0.1 names, and WASI preview1 under `wasi_snapshot_preview1` and `wasi_unstable`.
+pub fn provided_imports() -> &'static [(&'static str, &'static str)] {
+    provided_names()
 }
 
 impl Module {
@@ -108,8 +121,14 @@ impl Module {
     /// As [`Module::from_bytes`], plus [`Error::Io`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Module> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Self::from_bytes_named(&bytes, &name)
     }
 
@@ -139,10 +158,18 @@ impl Module {
                 }
             }
         };
-        let compiled = slot.get_or_init(|| compile(c, bytes, name).map(Arc::new).map_err(|e| e.to_string()));
+        let compiled = slot.get_or_init(|| {
+            compile(c, bytes, name)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
         match compiled {
-            Ok(inner) => Ok(Module { inner: inner.clone() }),
-            Err(_) => compile(c, bytes, name).map(|inner| Module { inner: Arc::new(inner) }),
+            Ok(inner) => Ok(Module {
+                inner: inner.clone(),
+            }),
+            Err(_) => compile(c, bytes, name).map(|inner| Module {
+                inner: Arc::new(inner),
+            }),
         }
     }
 
@@ -170,7 +197,9 @@ fn list_imports(module: &wasmtime::Module) -> Vec<Import> {
             module: i.module().to_string(),
             name: i.name().to_string(),
             provided: matches!(i.ty(), ExternType::Func(_))
-                && provided.iter().any(|(m, n)| *m == i.module() && *n == i.name()),
+                && provided
+                    .iter()
+                    .any(|(m, n)| *m == i.module() && *n == i.name()),
         })
         .collect()
 }
@@ -180,12 +209,14 @@ fn list_imports(module: &wasmtime::Module) -> Vec<Import> {
 /// # Errors
 /// [`Error::Compile`] when the bytes are not a valid module.
 pub fn imports_of(bytes: &[u8]) -> Result<Vec<Import>> {
-    let module = wasmtime::Module::new(engine(), bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
+    let module =
+        wasmtime::Module::new(engine(), bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
     Ok(list_imports(&module))
 }
 
 fn compile(c: &Cache, bytes: &[u8], name: &str) -> Result<Compiled> {
-    let module = wasmtime::Module::new(&c.engine, bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
+    let module =
+        wasmtime::Module::new(&c.engine, bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
     let missing: Vec<String> = list_imports(&module)
         .into_iter()
         .filter(|i| !i.provided)
@@ -194,17 +225,31 @@ fn compile(c: &Cache, bytes: &[u8], name: &str) -> Result<Compiled> {
     if !missing.is_empty() {
         return Err(Error::MissingImports(missing));
     }
-    let abi = ["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0", "proxy_abi_version_0_1_0"]
-        .iter()
-        .zip([AbiVersion::V0_2_1, AbiVersion::V0_2_0, AbiVersion::V0_1_0])
-        .find(|(n, _)| module.get_export(n).is_some())
-        .map(|(_, v)| v)
-        .ok_or_else(|| Error::Abi("Missing or unknown Proxy-Wasm ABI version".into()))?;
-    if module.get_export("malloc").is_none() && module.get_export("proxy_on_memory_allocate").is_none() {
+    let abi = [
+        "proxy_abi_version_0_2_1",
+        "proxy_abi_version_0_2_0",
+        "proxy_abi_version_0_1_0",
+    ]
+    .iter()
+    .zip([AbiVersion::V0_2_1, AbiVersion::V0_2_0, AbiVersion::V0_1_0])
+    .find(|(n, _)| module.get_export(n).is_some())
+    .map(|(_, v)| v)
+    .ok_or_else(|| Error::Abi("Missing or unknown Proxy-Wasm ABI version".into()))?;
+    if module.get_export("malloc").is_none()
+        && module.get_export("proxy_on_memory_allocate").is_none()
+    {
         return Err(Error::Abi("Wasm module is missing malloc function.".into()));
     }
-    let pre = c.linker.instantiate_pre(&module).map_err(|e| Error::Compile(format!("{e:#}")))?;
-    Ok(Compiled { module, pre, abi, name: name.to_string() })
+    let pre = c
+        .linker
+        .instantiate_pre(&module)
+        .map_err(|e| Error::Compile(format!("{e:#}")))?;
+    Ok(Compiled {
+        module,
+        pre,
+        abi,
+        name: name.to_string(),
+    })
 }
 
 /// The places [`find_wasm`] looks, in order.
@@ -213,13 +258,25 @@ pub fn wasm_search_dirs() -> Vec<PathBuf> {
     if let Some(d) = std::env::var_os("MESHGUARD_WASM_DIR") {
         dirs.push(PathBuf::from(d));
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         let t = PathBuf::from(t);
-        let t = if t.is_relative() { workspace.join(t) } else { t };
+        let t = if t.is_relative() {
+            workspace.join(t)
+        } else {
+            t
+        };
         dirs.push(t.join("wasm32-wasip1").join("release"));
     }
-    dirs.push(workspace.join("target").join("wasm32-wasip1").join("release"));
+    dirs.push(
+        workspace
+            .join("target")
+            .join("wasm32-wasip1")
+            .join("release"),
+    );
     dirs.push(workspace.join("dist"));
     dirs.push(workspace.join("dist").join("fixtures"));
     dirs
@@ -247,5 +304,8 @@ pub fn find_wasm(name: &str) -> Result<PathBuf> {
             searched.push(p);
         }
     }
-    Err(Error::WasmNotFound { name: stem.to_string(), searched })
+    Err(Error::WasmNotFound {
+        name: stem.to_string(),
+        searched,
+    })
 }

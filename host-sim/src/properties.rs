@@ -40,15 +40,22 @@ impl Prop {
             Prop::Uint(u) => u.to_le_bytes().to_vec(),
             Prop::Bool(b) => vec![u8::from(*b)],
             Prop::Map(entries) => {
-                let ser: Vec<(Vec<u8>, Vec<u8>)> = entries.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.serialize())).collect();
-                crate::headers::serialize_pairs(ser.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+                let ser: Vec<(Vec<u8>, Vec<u8>)> = entries
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.serialize()))
+                    .collect();
+                crate::headers::serialize_pairs(
+                    ser.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                )
             }
         }
     }
 
     fn child(self, seg: &str) -> Option<Prop> {
         match self {
-            Prop::Map(entries) | Prop::Msg(_, entries) => entries.into_iter().find(|(k, _)| k == seg).map(|(_, v)| v),
+            Prop::Map(entries) | Prop::Msg(_, entries) => {
+                entries.into_iter().find(|(k, _)| k == seg).map(|(_, v)| v)
+            }
             _ => None,
         }
     }
@@ -57,12 +64,21 @@ impl Prop {
 /// JSON (a Struct / Value in Envoy) as a CEL-like value: objects become maps.
 fn json_prop(v: &serde_json::Value) -> Prop {
     match v {
-        serde_json::Value::Object(m) => Prop::Map(m.iter().map(|(k, v)| (k.clone(), json_prop(v))).collect()),
+        serde_json::Value::Object(m) => {
+            Prop::Map(m.iter().map(|(k, v)| (k.clone(), json_prop(v))).collect())
+        }
         serde_json::Value::String(s) => Prop::Str(s.clone()),
         serde_json::Value::Bool(b) => Prop::Bool(*b),
-        serde_json::Value::Number(n) => Prop::Bytes(n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec()),
+        serde_json::Value::Number(n) => {
+            Prop::Bytes(n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec())
+        }
         serde_json::Value::Null => Prop::Bytes(Vec::new()),
-        serde_json::Value::Array(a) => Prop::Map(a.iter().enumerate().map(|(i, v)| (i.to_string(), json_prop(v))).collect()),
+        serde_json::Value::Array(a) => Prop::Map(
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), json_prop(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -71,7 +87,10 @@ fn metadata_prop(v: &serde_json::Value) -> Prop {
         serde_json::Value::Object(m) => m.iter().map(|(k, s)| (k.clone(), json_prop(s))).collect(),
         _ => Vec::new(),
     };
-    Prop::Msg(crate::proto::encode_metadata(v), vec![("filter_metadata".into(), Prop::Map(ns))])
+    Prop::Msg(
+        crate::proto::encode_metadata(v),
+        vec![("filter_metadata".into(), Prop::Map(ns))],
+    )
 }
 
 fn headers_prop(m: &HeaderMap) -> Prop {
@@ -107,7 +126,17 @@ pub(crate) fn http_to_grpc_status(code: u32) -> u32 {
 
 fn grpc_status_of(s: &HttpStream) -> Option<u32> {
     let from = |m: &HeaderMap| m.get("grpc-status").and_then(|v| v.parse::<u32>().ok());
-    s.resp_trailers.as_ref().and_then(from).or_else(|| if s.has_response { from(&s.resp_headers) } else { None }).or_else(|| s.info.response_code.map(http_to_grpc_status))
+    s.resp_trailers
+        .as_ref()
+        .and_then(from)
+        .or_else(|| {
+            if s.has_response {
+                from(&s.resp_headers)
+            } else {
+                None
+            }
+        })
+        .or_else(|| s.info.response_code.map(http_to_grpc_status))
 }
 
 fn request_attr(st: &HostState, s: &HttpStream, attr: &str) -> Option<Prop> {
@@ -116,9 +145,17 @@ fn request_attr(st: &HostState, s: &HttpStream, attr: &str) -> Option<Prop> {
     match attr {
         "time" => return Some(Prop::Timestamp(info.start_wall_ns as i64)),
         "protocol" => return Some(Prop::Str(st.cfg.protocol.clone())),
-        "duration" => return info.request_complete_ns.map(|t| Prop::Duration(t.saturating_sub(info.start_ns) as i64)),
+        "duration" => {
+            return info
+                .request_complete_ns
+                .map(|t| Prop::Duration(t.saturating_sub(info.start_ns) as i64));
+        }
         "size" => return Some(Prop::Int(info.request_body_bytes as i64)),
-        "total_size" => return Some(Prop::Int((info.request_body_bytes + info.request_headers_bytes) as i64)),
+        "total_size" => {
+            return Some(Prop::Int(
+                (info.request_body_bytes + info.request_headers_bytes) as i64,
+            ));
+        }
         _ => {}
     }
     let _ = now;
@@ -131,7 +168,12 @@ fn request_attr(st: &HostState, s: &HttpStream, attr: &str) -> Option<Prop> {
     match attr {
         "path" => s_(h.get(":path")),
         "url_path" => Some(Prop::Str(path.split('?').next().unwrap_or("").to_string())),
-        "query" => Some(Prop::Str(path.split_once('?').map(|(_, q)| q).unwrap_or("").to_string())),
+        "query" => Some(Prop::Str(
+            path.split_once('?')
+                .map(|(_, q)| q)
+                .unwrap_or("")
+                .to_string(),
+        )),
         "host" => s_(h.get(":authority")),
         "scheme" => Some(Prop::Str(h.get(":scheme").unwrap_or("http").to_string())),
         "method" => s_(h.get(":method")),
@@ -150,11 +192,23 @@ fn response_attr(s: &HttpStream, attr: &str) -> Option<Prop> {
         "code_details" => info.response_code_details.clone().map(Prop::Str),
         "flags" => Some(Prop::Int(info.response_flags as i64)),
         "grpc_status" => grpc_status_of(s).map(|c| Prop::Int(i64::from(c))),
-        "headers" => (s.resp_headers_live || (s.access_log_phase && s.has_response)).then(|| headers_prop(&s.resp_headers)),
-        "trailers" => (s.resp_trailers_live || s.access_log_phase).then(|| s.resp_trailers.as_ref().map(headers_prop).unwrap_or(Prop::Map(Vec::new()))),
+        "headers" => (s.resp_headers_live || (s.access_log_phase && s.has_response))
+            .then(|| headers_prop(&s.resp_headers)),
+        "trailers" => (s.resp_trailers_live || s.access_log_phase).then(|| {
+            s.resp_trailers
+                .as_ref()
+                .map(headers_prop)
+                .unwrap_or(Prop::Map(Vec::new()))
+        }),
         "size" => Some(Prop::Int(info.response_body_bytes as i64)),
-        "total_size" => Some(Prop::Int((info.response_body_bytes + info.response_headers_bytes) as i64)),
-        "backend_latency" => match (info.upstream_sent_ns, info.upstream_first_byte_ns, info.request_complete_ns) {
+        "total_size" => Some(Prop::Int(
+            (info.response_body_bytes + info.response_headers_bytes) as i64,
+        )),
+        "backend_latency" => match (
+            info.upstream_sent_ns,
+            info.upstream_first_byte_ns,
+            info.request_complete_ns,
+        ) {
             (Some(a), Some(_), Some(end)) => Some(Prop::Duration(end.saturating_sub(a) as i64)),
             _ => None,
         },
@@ -192,8 +246,14 @@ fn xds_attr(st: &HostState, s: Option<&HttpStream>, attr: &str) -> Option<Prop> 
                 "virtual_host_name" => r.map(|r| Prop::Str(r.virtual_host.clone())),
                 "virtual_host_metadata" => r.map(|_| metadata_prop(&serde_json::Value::Null)),
                 "cluster_name" => r.map(|r| Prop::Str(r.cluster.clone())),
-                "cluster_metadata" => r.and_then(|r| cfg.clusters.get(&r.cluster)).map(|c| metadata_prop(&c.metadata)),
-                "upstream_host_metadata" => s.info.upstream_address.as_ref().map(|_| metadata_prop(&serde_json::Value::Null)),
+                "cluster_metadata" => r
+                    .and_then(|r| cfg.clusters.get(&r.cluster))
+                    .map(|c| metadata_prop(&c.metadata)),
+                "upstream_host_metadata" => s
+                    .info
+                    .upstream_address
+                    .as_ref()
+                    .map(|_| metadata_prop(&serde_json::Value::Null)),
                 _ => None,
             }
         }
@@ -216,7 +276,9 @@ pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Prop, crate::abi::Statu
     if segs.last() == Some(&"") {
         segs.pop();
     }
-    let Some((first, rest)) = segs.split_first() else { return Err(Status::NotFound) };
+    let Some((first, rest)) = segs.split_first() else {
+        return Err(Status::NotFound);
+    };
     let stream = st.streams.get(&st.ctx());
     let mut rest = rest.iter();
     let value = match *first {
@@ -225,7 +287,9 @@ pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Prop, crate::abi::Statu
         "plugin_vm_id" => Prop::Str(st.cfg.vm_id.clone()),
         "connection_id" => Prop::Uint(stream.ok_or(Status::NotFound)?.info.connection_id),
         "request" | "response" | "connection" | "upstream" | "source" | "destination" | "xds" => {
-            let Some(attr) = rest.next() else { return Err(Status::SerializationFailure) };
+            let Some(attr) = rest.next() else {
+                return Err(Status::SerializationFailure);
+            };
             let found = match (*first, stream) {
                 ("xds", s) => xds_attr(st, s, attr),
                 (_, None) => None,
@@ -237,25 +301,42 @@ pub(crate) fn get(st: &HostState, path: &[u8]) -> Result<Prop, crate::abi::Statu
                     "requested_server_name" => Some(Prop::Str(String::new())),
                     _ => None,
                 },
-                ("upstream", Some(s)) => s.info.upstream_address.as_deref().and_then(|a| match *attr {
-                    "local_address" => Some(Prop::Str("127.0.0.1:50000".into())),
-                    "request_attempt_count" => Some(Prop::Int(1)),
-                    _ => addr_attr(a, attr),
-                }),
+                ("upstream", Some(s)) => {
+                    s.info
+                        .upstream_address
+                        .as_deref()
+                        .and_then(|a| match *attr {
+                            "local_address" => Some(Prop::Str("127.0.0.1:50000".into())),
+                            "request_attempt_count" => Some(Prop::Int(1)),
+                            _ => addr_attr(a, attr),
+                        })
+                }
                 ("source", Some(_)) => addr_attr(&st.cfg.source_address, attr),
                 ("destination", Some(_)) => addr_attr(&st.cfg.destination_address, attr),
                 _ => None,
             };
             found.ok_or(Status::NotFound)?
         }
-        "metadata" => stream.map(|_| metadata_prop(&serde_json::Value::Null)).ok_or(Status::NotFound)?,
+        "metadata" => stream
+            .map(|_| metadata_prop(&serde_json::Value::Null))
+            .ok_or(Status::NotFound)?,
         "filter_state" => {
             let s = stream.ok_or(Status::NotFound)?;
-            Prop::Map(s.info.filter_state.iter().map(|(k, v)| (k.clone(), Prop::Bytes(v.clone()))).collect())
+            Prop::Map(
+                s.info
+                    .filter_state
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Prop::Bytes(v.clone())))
+                    .collect(),
+            )
         }
         name => {
             let s = stream.ok_or(Status::NotFound)?;
-            let v = s.info.filter_state.get(&format!("wasm.{name}")).ok_or(Status::NotFound)?;
+            let v = s
+                .info
+                .filter_state
+                .get(&format!("wasm.{name}"))
+                .ok_or(Status::NotFound)?;
             Prop::Bytes(v.clone())
         }
     };

@@ -179,7 +179,11 @@ mod tests {
 
     #[test]
     fn grpc_target_parsing() {
-        assert_eq!(grpc_service_cluster(b"rls"), None, "a plain cluster name is not a GrpcService");
+        assert_eq!(
+            grpc_service_cluster(b"rls"),
+            None,
+            "a plain cluster name is not a GrpcService"
+        );
         let mut inner = Vec::new();
         put_bytes(&mut inner, 1, b"ratelimit");
         let mut svc = Vec::new();
@@ -192,6 +196,9 @@ mod tests {
         let mut a = Vec::new();
         put_bytes(&mut a, 1, b"envoy.tcp_proxy.cluster");
         put_bytes(&mut a, 2, b"blue");
-        assert_eq!(parse_filter_state_args(&a), ("envoy.tcp_proxy.cluster".into(), b"blue".to_vec()));
+        assert_eq!(
+            parse_filter_state_args(&a),
+            ("envoy.tcp_proxy.cluster".into(), b"blue".to_vec())
+        );
     }
 }

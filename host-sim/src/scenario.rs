@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::callout::{GrpcEvent, GrpcReply, HttpCallReply};
 use crate::config::{ClusterSpec, FailurePolicy, NodeSpec, RouteSpec};
@@ -170,7 +170,7 @@ pub enum Step {
     /// The client resets a stream.
     Reset(String),
     /// Check something.
-    Expect(Expect),
+    Expect(Box<Expect>),
 }
 
 /// An expectation. Set the fields to check; unset fields are ignored.
@@ -270,7 +270,9 @@ impl Scenario {
         if let Some(w) = self.workers {
             b = b.workers(w);
         }
-        if let Some(c) = plugin_config_override.or_else(|| self.plugin_config.as_ref().map(config_bytes)) {
+        if let Some(c) =
+            plugin_config_override.or_else(|| self.plugin_config.as_ref().map(config_bytes))
+        {
             b = b.plugin_config(c);
         }
         if let Some(c) = &self.vm_config {
@@ -313,14 +315,19 @@ impl Scenario {
                 if spec.never {
                     return HttpCallReply::never();
                 }
-                let mut r = if spec.reset { HttpCallReply::reset() } else { HttpCallReply::status(spec.status.unwrap_or(200)) };
+                let mut r = if spec.reset {
+                    HttpCallReply::reset()
+                } else {
+                    HttpCallReply::status(spec.status.unwrap_or(200))
+                };
                 for (k, v) in &spec.headers {
                     r = r.header(k, v);
                 }
                 for (k, v) in &spec.trailers {
                     r = r.trailer(k, v);
                 }
-                r.body(spec.body.clone()).after(spec.delay.unwrap_or_default())
+                r.body(spec.body.clone())
+                    .after(spec.delay.unwrap_or_default())
             });
         }
         for (cluster, spec) in &self.grpc_responders {
@@ -351,7 +358,10 @@ impl Scenario {
                     }
                     r
                 };
-                UpstreamAction::Respond { after: u.delay.unwrap_or_default(), reply }
+                UpstreamAction::Respond {
+                    after: u.delay.unwrap_or_default(),
+                    reply,
+                }
             });
         }
         Ok(envoy)
@@ -361,7 +371,12 @@ impl Scenario {
     ///
     /// # Errors
     /// Start-up errors, or a step that the simulator cannot perform.
-    pub fn run(&self, module: Module, plugin_config_override: Option<Vec<u8>>, out: &mut dyn FnMut(Value)) -> Result<Outcome> {
+    pub fn run(
+        &self,
+        module: Module,
+        plugin_config_override: Option<Vec<u8>>,
+        out: &mut dyn FnMut(Value),
+    ) -> Result<Outcome> {
         let mut envoy = self.build(module, plugin_config_override)?;
         let mut streams: BTreeMap<String, StreamId> = BTreeMap::new();
         let mut outcome = Outcome::default();
@@ -381,27 +396,44 @@ impl Scenario {
                         if matches!(v, Verdict::LocalReply(_) | Verdict::Reset(_)) {
                             break;
                         }
-                        v = envoy.send_request_body(s, chunk, j + 1 == n && r.trailers.is_none())?;
+                        v = envoy.send_request_body(
+                            s,
+                            chunk,
+                            j + 1 == n && r.trailers.is_none(),
+                        )?;
                     }
-                    if let (Some(t), false) = (&r.trailers, matches!(v, Verdict::LocalReply(_) | Verdict::Reset(_))) {
+                    if let (Some(t), false) = (
+                        &r.trailers,
+                        matches!(v, Verdict::LocalReply(_) | Verdict::Reset(_)),
+                    ) {
                         v = envoy.send_request_trailers(s, map(t))?;
                     }
                     flush(&mut envoy, out);
-                    out(json!({"ev": "step", "step": i, "request": r.id, "stream": s.0, "verdict": verdict_str(&v)}));
+                    out(
+                        json!({"ev": "step", "step": i, "request": r.id, "stream": s.0, "verdict": verdict_str(&v)}),
+                    );
                 }
                 Step::Response(r) => {
-                    let s = *streams.get(&r.id).ok_or_else(|| Error::Scenario(format!("step {i}: unknown request id {:?}", r.id)))?;
+                    let s = *streams.get(&r.id).ok_or_else(|| {
+                        Error::Scenario(format!("step {i}: unknown request id {:?}", r.id))
+                    })?;
                     let no_more = r.body.is_empty() && r.trailers.is_none();
                     let mut v = envoy.send_response_headers(s, map(&r.headers), no_more)?;
                     let n = r.body.len();
                     for (j, chunk) in r.body.iter().enumerate() {
-                        v = envoy.send_response_body(s, chunk, j + 1 == n && r.trailers.is_none())?;
+                        v = envoy.send_response_body(
+                            s,
+                            chunk,
+                            j + 1 == n && r.trailers.is_none(),
+                        )?;
                     }
                     if let Some(t) = &r.trailers {
                         v = envoy.send_response_trailers(s, map(t))?;
                     }
                     flush(&mut envoy, out);
-                    out(json!({"ev": "step", "step": i, "response": r.id, "stream": s.0, "verdict": verdict_str(&v)}));
+                    out(
+                        json!({"ev": "step", "step": i, "response": r.id, "stream": s.0, "verdict": verdict_str(&v)}),
+                    );
                 }
                 Step::Advance(d) => {
                     envoy.advance(*d);
@@ -409,12 +441,14 @@ impl Scenario {
                     out(json!({"ev": "step", "step": i, "advance_ms": d.as_secs_f64() * 1e3}));
                 }
                 Step::Reset(id) => {
-                    let s = *streams.get(id).ok_or_else(|| Error::Scenario(format!("step {i}: unknown request id {id:?}")))?;
+                    let s = *streams.get(id).ok_or_else(|| {
+                        Error::Scenario(format!("step {i}: unknown request id {id:?}"))
+                    })?;
                     envoy.reset_stream(s)?;
                     flush(&mut envoy, out);
                 }
                 Step::Expect(e) => {
-                    let failures = check(&envoy, &streams, e);
+                    let failures = check::check(&envoy, &streams, e);
                     let ok = failures.is_empty();
                     if ok {
                         outcome.passed += 1;
@@ -425,7 +459,16 @@ impl Scenario {
                 }
             }
         }
-        let metrics: BTreeMap<String, Value> = envoy.metrics().iter().map(|(k, v)| (k.to_string(), serde_json::to_value(v).unwrap_or(Value::Null))).collect();
+        let metrics: BTreeMap<String, Value> = envoy
+            .metrics()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::to_value(v).unwrap_or(Value::Null),
+                )
+            })
+            .collect();
         out(json!({"ev": "metrics", "metrics": metrics}));
         out(json!({"ev": "summary", "passed": outcome.passed, "failed": outcome.failed}));
         Ok(outcome)
@@ -447,146 +490,7 @@ fn flush(envoy: &mut Envoy, out: &mut dyn FnMut(Value)) {
     }
 }
 
-fn check(envoy: &Envoy, streams: &BTreeMap<String, StreamId>, e: &Expect) -> Vec<String> {
-    let mut f = Vec::new();
-    if let Some(name) = &e.stream {
-        match streams.get(name).and_then(|s| envoy.stream(*s)) {
-            None => f.push(format!("unknown stream {name:?}")),
-            Some(rec) => {
-                let d = &rec.downstream;
-                if let Some(st) = e.status {
-                    if d.status() != Some(st) {
-                        f.push(format!("status: want {st}, got {:?}", d.status()));
-                    }
-                }
-                if let Some(lr) = e.local_reply {
-                    if rec.local_reply.is_some() != lr {
-                        f.push(format!("local_reply: want {lr}, got {:?}", rec.local_reply.as_ref().map(|l| l.status)));
-                    }
-                }
-                if let Some(det) = &e.details {
-                    let got = rec.local_reply.as_ref().map(|l| l.details.as_str());
-                    if got != Some(det.as_str()) {
-                        f.push(format!("details: want {det:?}, got {got:?}"));
-                    }
-                }
-                if let Some(g) = e.grpc_status {
-                    if d.grpc_status() != Some(g) {
-                        f.push(format!("grpc_status: want {g}, got {:?}", d.grpc_status()));
-                    }
-                }
-                if let Some(fw) = e.forwarded {
-                    if rec.upstream.headers.is_some() != fw {
-                        f.push(format!("forwarded: want {fw}"));
-                    }
-                }
-                if let Some(c) = e.complete {
-                    if rec.complete != c {
-                        f.push(format!("complete: want {c}"));
-                    }
-                }
-                if let Some(b) = &e.body {
-                    if d.body != b.as_bytes() {
-                        f.push(format!("body: want {b:?}, got {:?}", String::from_utf8_lossy(&d.body)));
-                    }
-                }
-                if let Some((k, v)) = &e.header {
-                    if d.header(k) != Some(v.as_str()) {
-                        f.push(format!("header {k}: want {v:?}, got {:?}", d.header(k)));
-                    }
-                }
-                if let Some((k, v)) = &e.upstream_header {
-                    let got = rec.upstream.header(k);
-                    if got != v.as_deref() {
-                        f.push(format!("upstream header {k}: want {v:?}, got {got:?}"));
-                    }
-                }
-            }
-        }
-    }
-    if let Some(c) = &e.counter {
-        let got = envoy.counter(c);
-        if Some(got) != e.value {
-            f.push(format!("counter {c}: want {:?}, got {got}", e.value));
-        }
-    }
-    if let Some(g) = &e.gauge {
-        let got = envoy.gauge(g);
-        if Some(got) != e.value {
-            f.push(format!("gauge {g}: want {:?}, got {got}", e.value));
-        }
-    }
-    if let Some(needle) = &e.log_contains {
-        if envoy.logs_containing(needle).is_empty() {
-            f.push(format!("no log line contains {needle:?}"));
-        }
-    }
-    if let Some(n) = e.callouts {
-        let got = envoy.callouts().iter().filter(|c| e.cluster.as_ref().is_none_or(|cl| &c.cluster == cl)).count();
-        if got != n {
-            f.push(format!("callouts: want {n}, got {got}"));
-        }
-    }
-    if let Some((w, failed)) = e.worker_failed {
-        if envoy.worker_failure(w).is_some() != failed {
-            f.push(format!("worker {w} failed: want {failed}"));
-        }
-    }
-    f
-}
-
+mod check;
 /// Durations as strings: `"250ms"`, `"1s"`, `"1.5s"`, `"2m"`, `"100us"`, `"10ns"` (a bare
 /// number is milliseconds).
-pub mod duration_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Parses a duration string.
-    pub fn parse(s: &str) -> Option<Duration> {
-        let s = s.trim();
-        let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-            Some(i) => (&s[..i], &s[i..]),
-            None => (s, "ms"),
-        };
-        let v: f64 = num.trim().parse().ok()?;
-        if !v.is_finite() || v < 0.0 {
-            return None;
-        }
-        let secs = match unit {
-            "ns" => v / 1e9,
-            "us" | "µs" => v / 1e6,
-            "ms" => v / 1e3,
-            "s" => v,
-            "m" => v * 60.0,
-            "h" => v * 3600.0,
-            _ => return None,
-        };
-        Duration::try_from_secs_f64(secs).ok()
-    }
-
-    /// Formats as milliseconds (`"12.5ms"`).
-    pub fn format(d: &Duration) -> String {
-        let ms = d.as_secs_f64() * 1e3;
-        if ms.fract() == 0.0 { format!("{}ms", ms as u64) } else { format!("{ms}ms") }
-    }
-
-    /// serde serializer.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(d))
-    }
-
-    /// serde deserializer (string or number of ms).
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid duration {s:?}"))),
-            Raw::N(n) => parse(&format!("{n}ms")).ok_or_else(|| serde::de::Error::custom("invalid duration")),
-        }
-    }
-}
+pub mod duration_serde;

@@ -11,13 +11,27 @@ use crate::upstream::UpstreamReply;
 #[derive(Debug)]
 pub(crate) enum Event {
     /// `on_tick` for a root context, if the timer generation still matches.
-    Tick { vm: VmRef, root: u32, generation: u64 },
+    Tick {
+        vm: VmRef,
+        root: u32,
+        generation: u64,
+    },
     /// `on_queue_ready` on the queue owner.
     QueueReady { vm: VmRef, root: u32, token: u32 },
     /// An http callout finished.
-    HttpCallDone { vm: VmRef, root: u32, token: u32, outcome: HttpCallOutcome },
+    HttpCallDone {
+        vm: VmRef,
+        root: u32,
+        token: u32,
+        outcome: HttpCallOutcome,
+    },
     /// A gRPC callout event (metadata, message, close).
-    Grpc { vm: VmRef, root: u32, token: u32, delivery: GrpcDelivery },
+    Grpc {
+        vm: VmRef,
+        root: u32,
+        token: u32,
+        delivery: GrpcDelivery,
+    },
     /// The upstream answers a forwarded request.
     Upstream { stream: u64, reply: UpstreamReply },
     /// The route timeout of a forwarded request.
@@ -56,14 +70,20 @@ pub(crate) struct Scheduler {
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler").field("pending", &self.heap.len()).finish()
+        f.debug_struct("Scheduler")
+            .field("pending", &self.heap.len())
+            .finish()
     }
 }
 
 impl Scheduler {
     pub fn at(&mut self, t_ns: u64, ev: Event) {
         self.seq += 1;
-        self.heap.push(Entry { t_ns, seq: self.seq, ev });
+        self.heap.push(Entry {
+            t_ns,
+            seq: self.seq,
+            ev,
+        });
     }
 
     pub fn next_time(&self) -> Option<u64> {
@@ -78,5 +98,4 @@ impl Scheduler {
             None
         }
     }
-
 }

@@ -11,9 +11,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use crate::abi::Status;
 use crate::host::VmRef;
 
+type KeyValues = HashMap<Vec<u8>, (Vec<u8>, u32)>;
+
 #[derive(Debug, Default)]
 pub(crate) struct SharedData {
-    data: HashMap<String, HashMap<Vec<u8>, (Vec<u8>, u32)>>,
+    /// vm_id -> key -> (value, cas).
+    data: HashMap<String, KeyValues>,
     next_cas: u32,
 }
 
@@ -55,7 +58,11 @@ impl SharedData {
 
     /// Every key of one vm_id, sorted (test helper).
     pub fn keys(&self, vm_id: &str) -> Vec<Vec<u8>> {
-        let mut keys: Vec<_> = self.data.get(vm_id).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let mut keys: Vec<_> = self
+            .data
+            .get(vm_id)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         keys.sort();
         keys
     }
@@ -91,14 +98,20 @@ impl SharedQueues {
                 t
             }
         };
-        let q = self.queues.entry(token).or_insert_with(|| Queue { owner, owner_ctx, items: VecDeque::new() });
+        let q = self.queues.entry(token).or_insert_with(|| Queue {
+            owner,
+            owner_ctx,
+            items: VecDeque::new(),
+        });
         q.owner = owner;
         q.owner_ctx = owner_ctx;
         token
     }
 
     pub fn resolve(&self, vm_id: &str, name: &str) -> Option<u32> {
-        self.tokens.get(&(vm_id.to_string(), name.to_string())).copied()
+        self.tokens
+            .get(&(vm_id.to_string(), name.to_string()))
+            .copied()
     }
 
     /// Enqueues; returns the owner to notify.
@@ -126,14 +139,22 @@ mod tests {
     #[test]
     fn cas_rules() {
         let mut d = SharedData::default();
-        assert_eq!(d.set("vm", b"k", b"1", 77), Status::Ok, "missing key ignores cas");
+        assert_eq!(
+            d.set("vm", b"k", b"1", 77),
+            Status::Ok,
+            "missing key ignores cas"
+        );
         let (_, cas1) = d.get("vm", b"k").unwrap();
         assert_eq!(cas1, 1, "global counter starts at 1");
         assert_eq!(d.set("vm", b"k", b"2", cas1 + 5), Status::CasMismatch);
         assert_eq!(d.set("vm", b"k", b"2", cas1), Status::Ok);
         let (v, cas2) = d.get("vm", b"k").unwrap();
         assert_eq!((v.as_slice(), cas2), (&b"2"[..], 2));
-        assert_eq!(d.set("vm", b"k", b"3", 0), Status::Ok, "cas 0 is unconditional");
+        assert_eq!(
+            d.set("vm", b"k", b"3", 0),
+            Status::Ok,
+            "cas 0 is unconditional"
+        );
         assert!(d.get("other", b"k").is_none(), "keyed by vm_id");
     }
 }

@@ -178,7 +178,13 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub fn new(tracing: bool, log_cap: usize) -> Self {
-        Self { logs: Vec::new(), log_cap, logs_dropped: 0, events: Vec::new(), tracing }
+        Self {
+            logs: Vec::new(),
+            log_cap,
+            logs_dropped: 0,
+            events: Vec::new(),
+            tracing,
+        }
     }
 
     pub fn log(&mut self, t_ns: u64, vm: &str, level: LogLevel, message: String) {
@@ -186,11 +192,19 @@ impl Recorder {
             self.events.push(TraceEvent {
                 t_ns,
                 vm: vm.to_string(),
-                kind: TraceKind::Log { level, message: message.clone() },
+                kind: TraceKind::Log {
+                    level,
+                    message: message.clone(),
+                },
             });
         }
         if self.logs.len() < self.log_cap {
-            self.logs.push(LogLine { t_ns, vm: vm.to_string(), level, message });
+            self.logs.push(LogLine {
+                t_ns,
+                vm: vm.to_string(),
+                level,
+                message,
+            });
         } else {
             self.logs_dropped += 1;
         }
@@ -198,7 +212,11 @@ impl Recorder {
 
     pub fn event(&mut self, t_ns: u64, vm: &str, kind: TraceKind) {
         if self.tracing {
-            self.events.push(TraceEvent { t_ns, vm: vm.to_string(), kind });
+            self.events.push(TraceEvent {
+                t_ns,
+                vm: vm.to_string(),
+                kind,
+            });
         }
     }
 }

@@ -36,7 +36,11 @@ impl UpstreamReply {
         if !body.is_empty() {
             headers.add("content-length", body.len().to_string());
         }
-        UpstreamReply::Response { headers, body, trailers: None }
+        UpstreamReply::Response {
+            headers,
+            body,
+            trailers: None,
+        }
     }
 
     /// A gRPC response: `:status 200`, a message body and `grpc-status` in trailers.
@@ -46,7 +50,11 @@ impl UpstreamReply {
         headers.add("content-type", "application/grpc");
         let mut trailers = HeaderMap::new();
         trailers.add("grpc-status", grpc_status.to_string());
-        UpstreamReply::Response { headers, body: message.into(), trailers: Some(trailers) }
+        UpstreamReply::Response {
+            headers,
+            body: message.into(),
+            trailers: Some(trailers),
+        }
     }
 }
 

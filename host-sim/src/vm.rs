@@ -67,7 +67,11 @@ pub(crate) struct Vm {
     fuel: u64,
 }
 
-fn typed<P: WasmParams, R: WasmResults>(store: &mut Store<HostState>, inst: &Instance, name: &str) -> Result<F<P, R>> {
+fn typed<P: WasmParams, R: WasmResults>(
+    store: &mut Store<HostState>,
+    inst: &Instance,
+    name: &str,
+) -> Result<F<P, R>> {
     if inst.get_func(&mut *store, name).is_none() {
         return Ok(None);
     }
@@ -76,7 +80,12 @@ fn typed<P: WasmParams, R: WasmResults>(store: &mut Store<HostState>, inst: &Ins
         .map_err(|_| Error::Abi(format!("Bad function signature for: {name}")))
 }
 
-fn headers_fn(store: &mut Store<HostState>, inst: &Instance, name: &str, abi: AbiVersion) -> Result<Option<HeadersFn>> {
+fn headers_fn(
+    store: &mut Store<HostState>,
+    inst: &Instance,
+    name: &str,
+    abi: AbiVersion,
+) -> Result<Option<HeadersFn>> {
     Ok(match abi {
         AbiVersion::V0_1_0 => typed(store, inst, name)?.map(HeadersFn::V1),
         _ => typed(store, inst, name)?.map(HeadersFn::V2),
@@ -86,7 +95,12 @@ fn headers_fn(store: &mut Store<HostState>, inst: &Instance, name: &str, abi: Ab
 impl Vm {
     /// Instantiates the module and runs `_initialize` (+ `main`) or `_start`, with host calls
     /// restricted like Envoy does during VM start.
-    pub fn new(module: &Module, world: Arc<Mutex<World>>, cfg: Arc<SimConfig>, vm: VmRef) -> Result<Vm> {
+    pub fn new(
+        module: &Module,
+        world: Arc<Mutex<World>>,
+        cfg: Arc<SimConfig>,
+        vm: VmRef,
+    ) -> Result<Vm> {
         let fuel = cfg.fuel_per_call;
         let mut store = Store::new(crate::module::engine(), HostState::new(world, cfg, vm));
         store.limiter(|s| &mut s.limits);
@@ -101,7 +115,9 @@ impl Vm {
             Ok(i) => i,
             Err(e) => return Err(fail(format!("instantiation failed: {e:#}"), &store)),
         };
-        let memory = inst.get_memory(&mut store, "memory").ok_or_else(|| Error::Abi("module exports no memory".into()))?;
+        let memory = inst
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| Error::Abi("module exports no memory".into()))?;
         let alloc = match typed::<i32, i32>(&mut store, &inst, "malloc")? {
             Some(f) => Some(f),
             None => typed::<i32, i32>(&mut store, &inst, "proxy_on_memory_allocate")?,
@@ -133,20 +149,31 @@ impl Vm {
             grpc_receive: typed(s, &inst, "proxy_on_grpc_receive")?,
             grpc_trailing: typed(s, &inst, "proxy_on_grpc_receive_trailing_metadata")?,
             grpc_close: typed(s, &inst, "proxy_on_grpc_close")?,
-            foreign_function: if abi == AbiVersion::V0_1_0 { None } else { typed(s, &inst, "proxy_on_foreign_function")? },
+            foreign_function: if abi == AbiVersion::V0_1_0 {
+                None
+            } else {
+                typed(s, &inst, "proxy_on_foreign_function")?
+            },
         };
-        let mut vm = Vm { store, f, failed: None, root_ctx: 0, next_ctx: 1, fuel };
+        let mut vm = Vm {
+            store,
+            f,
+            failed: None,
+            root_ctx: 0,
+            next_ctx: 1,
+            fuel,
+        };
         vm.store.data_mut().restricted = true;
         let init = vm.f.initialize.clone();
         let r = if let Some(init) = init {
             let mut r = vm.invoke("_initialize", Some(init), 0, (), &[]);
-            if r == Call::Ran(Some(())) {
-                if let Some(main) = vm.f.main.clone() {
-                    r = match vm.invoke("main", Some(main), 0, (0, 0), &[]) {
-                        Call::Ran(_) => Call::Ran(Some(())),
-                        Call::Failed => Call::Failed,
-                    };
-                }
+            if r == Call::Ran(Some(()))
+                && let Some(main) = vm.f.main.clone()
+            {
+                r = match vm.invoke("main", Some(main), 0, (0, 0), &[]) {
+                    Call::Ran(_) => Call::Ran(Some(())),
+                    Call::Failed => Call::Failed,
+                };
             }
             r
         } else {
@@ -174,26 +201,53 @@ impl Vm {
         self.store.data_mut().config_phase = ConfigPhase::None;
         let name = self.store.data().vm_name.clone();
         if r == Call::Failed {
-            return Err(Error::StartFailed { vm: name, reason: self.failed.clone().unwrap_or_default(), logs: self.logs() });
+            return Err(Error::StartFailed {
+                vm: name,
+                reason: self.failed.clone().unwrap_or_default(),
+                logs: self.logs(),
+            });
         }
         let vm_cfg_len = self.store.data().cfg.vm_config.len() as i32;
         let vs = self.f.vm_start.clone();
-        match self.invoke("proxy_on_vm_start", vs, root, (root as i32, vm_cfg_len), &[i64::from(vm_cfg_len)]) {
+        match self.invoke(
+            "proxy_on_vm_start",
+            vs,
+            root,
+            (root as i32, vm_cfg_len),
+            &[i64::from(vm_cfg_len)],
+        ) {
             Call::Failed => {
-                return Err(Error::StartFailed { vm: name, reason: self.failed.clone().unwrap_or_default(), logs: self.logs() });
+                return Err(Error::StartFailed {
+                    vm: name,
+                    reason: self.failed.clone().unwrap_or_default(),
+                    logs: self.logs(),
+                });
             }
             Call::Ran(Some(0)) => {
-                return Err(Error::StartFailed { vm: name, reason: "proxy_on_vm_start returned false".into(), logs: self.logs() });
+                return Err(Error::StartFailed {
+                    vm: name,
+                    reason: "proxy_on_vm_start returned false".into(),
+                    logs: self.logs(),
+                });
             }
             Call::Ran(_) => {}
         }
         let plugin_len = self.store.data().cfg.plugin_config.len() as i32;
         self.store.data_mut().config_phase = ConfigPhase::Plugin;
         let cf = self.f.configure.clone();
-        let r = self.invoke("proxy_on_configure", cf, root, (root as i32, plugin_len), &[i64::from(plugin_len)]);
+        let r = self.invoke(
+            "proxy_on_configure",
+            cf,
+            root,
+            (root as i32, plugin_len),
+            &[i64::from(plugin_len)],
+        );
         self.store.data_mut().config_phase = ConfigPhase::None;
         match r {
-            Call::Failed | Call::Ran(Some(0)) => Err(Error::ConfigRejected { vm: name, logs: self.logs() }),
+            Call::Failed | Call::Ran(Some(0)) => Err(Error::ConfigRejected {
+                vm: name,
+                logs: self.logs(),
+            }),
             Call::Ran(_) => Ok(()),
         }
     }
@@ -232,16 +286,20 @@ impl Vm {
             Ok(r) => {
                 if self.store.data().world().rec.tracing {
                     let result = r.into().0;
-                    self.trace(TraceKind::Callback { name: name.to_string(), ctx, args: args.to_vec(), result });
+                    self.trace(TraceKind::Callback {
+                        name: name.to_string(),
+                        ctx,
+                        args: args.to_vec(),
+                        result,
+                    });
                 }
                 Call::Ran(Some(r))
             }
             Err(e) => {
-                let msg = match e.downcast_ref::<wasmtime::Trap>() {
-                    Some(t) => format!("{t}: {e}"),
-                    None => format!("{e}"),
-                };
-                let msg = msg.lines().next().unwrap_or("").to_string();
+                // The root cause names the trap ("wasm trap: ...", "all fuel consumed ...") or
+                // the host error (a restricted call); the outer context is a backtrace.
+                let root = e.root_cause().to_string();
+                let msg = root.lines().next().unwrap_or("").to_string();
                 self.fail(name, msg);
                 Call::Failed
             }
@@ -254,8 +312,20 @@ impl Vm {
         let vm = st.vm_name.clone();
         let mut w = st.world();
         let t = w.now();
-        w.rec.log(t, &vm, LogLevel::Error, format!("Wasm VM failed: Function: {function} failed: {message}"));
-        w.rec.event(t, &vm, TraceKind::Trap { function: function.to_string(), message });
+        w.rec.log(
+            t,
+            &vm,
+            LogLevel::Error,
+            format!("Wasm VM failed: Function: {function} failed: {message}"),
+        );
+        w.rec.event(
+            t,
+            &vm,
+            TraceKind::Trap {
+                function: function.to_string(),
+                message,
+            },
+        );
     }
 
     fn trace(&self, kind: TraceKind) {
@@ -268,14 +338,23 @@ impl Vm {
     /// Deferred actions from the last call (continue/close/local reply), in order.
     pub fn take_after(&mut self) -> (Vec<AfterAction>, bool) {
         let st = self.store.data_mut();
-        (std::mem::take(&mut st.after), std::mem::replace(&mut st.stop_next_iteration, false))
+        (
+            std::mem::take(&mut st.after),
+            std::mem::replace(&mut st.stop_next_iteration, false),
+        )
     }
 
     // === callbacks ===
 
     pub fn context_create(&mut self, ctx: u32, parent: u32) -> Call<()> {
         let f = self.f.context_create.clone();
-        self.invoke("proxy_on_context_create", f, ctx, (ctx as i32, parent as i32), &[i64::from(parent)])
+        self.invoke(
+            "proxy_on_context_create",
+            f,
+            ctx,
+            (ctx as i32, parent as i32),
+            &[i64::from(parent)],
+        )
     }
 
     pub fn request_headers(&mut self, ctx: u32, n: usize, eos: bool) -> Call<i32> {
@@ -288,37 +367,74 @@ impl Vm {
         self.headers_cb("proxy_on_response_headers", f, ctx, n, eos)
     }
 
-    fn headers_cb(&mut self, name: &'static str, f: Option<HeadersFn>, ctx: u32, n: usize, eos: bool) -> Call<i32> {
+    fn headers_cb(
+        &mut self,
+        name: &'static str,
+        f: Option<HeadersFn>,
+        ctx: u32,
+        n: usize,
+        eos: bool,
+    ) -> Call<i32> {
         let n = n as i32;
         match f {
             None => Call::Ran(None),
-            Some(HeadersFn::V1(f)) => self.invoke(name, Some(f), ctx, (ctx as i32, n), &[i64::from(n)]),
-            Some(HeadersFn::V2(f)) => {
-                self.invoke(name, Some(f), ctx, (ctx as i32, n, i32::from(eos)), &[i64::from(n), i64::from(eos)])
+            Some(HeadersFn::V1(f)) => {
+                self.invoke(name, Some(f), ctx, (ctx as i32, n), &[i64::from(n)])
             }
+            Some(HeadersFn::V2(f)) => self.invoke(
+                name,
+                Some(f),
+                ctx,
+                (ctx as i32, n, i32::from(eos)),
+                &[i64::from(n), i64::from(eos)],
+            ),
         }
     }
 
     pub fn request_body(&mut self, ctx: u32, size: usize, eos: bool) -> Call<i32> {
         let f = self.f.request_body.clone();
         let size = size as i32;
-        self.invoke("proxy_on_request_body", f, ctx, (ctx as i32, size, i32::from(eos)), &[i64::from(size), i64::from(eos)])
+        self.invoke(
+            "proxy_on_request_body",
+            f,
+            ctx,
+            (ctx as i32, size, i32::from(eos)),
+            &[i64::from(size), i64::from(eos)],
+        )
     }
 
     pub fn response_body(&mut self, ctx: u32, size: usize, eos: bool) -> Call<i32> {
         let f = self.f.response_body.clone();
         let size = size as i32;
-        self.invoke("proxy_on_response_body", f, ctx, (ctx as i32, size, i32::from(eos)), &[i64::from(size), i64::from(eos)])
+        self.invoke(
+            "proxy_on_response_body",
+            f,
+            ctx,
+            (ctx as i32, size, i32::from(eos)),
+            &[i64::from(size), i64::from(eos)],
+        )
     }
 
     pub fn request_trailers(&mut self, ctx: u32, n: usize) -> Call<i32> {
         let f = self.f.request_trailers.clone();
-        self.invoke("proxy_on_request_trailers", f, ctx, (ctx as i32, n as i32), &[n as i64])
+        self.invoke(
+            "proxy_on_request_trailers",
+            f,
+            ctx,
+            (ctx as i32, n as i32),
+            &[n as i64],
+        )
     }
 
     pub fn response_trailers(&mut self, ctx: u32, n: usize) -> Call<i32> {
         let f = self.f.response_trailers.clone();
-        self.invoke("proxy_on_response_trailers", f, ctx, (ctx as i32, n as i32), &[n as i64])
+        self.invoke(
+            "proxy_on_response_trailers",
+            f,
+            ctx,
+            (ctx as i32, n as i32),
+            &[n as i64],
+        )
     }
 
     pub fn on_log(&mut self, ctx: u32) -> Call<()> {
@@ -347,44 +463,98 @@ impl Vm {
 
     pub fn queue_ready(&mut self, root: u32, token: u32) -> Call<()> {
         let f = self.f.queue_ready.clone();
-        self.invoke("proxy_on_queue_ready", f, root, (root as i32, token as i32), &[i64::from(token)])
+        self.invoke(
+            "proxy_on_queue_ready",
+            f,
+            root,
+            (root as i32, token as i32),
+            &[i64::from(token)],
+        )
     }
 
-    pub fn http_call_response(&mut self, root: u32, token: u32, h: usize, b: usize, t: usize) -> Call<()> {
+    pub fn http_call_response(
+        &mut self,
+        root: u32,
+        token: u32,
+        h: usize,
+        b: usize,
+        t: usize,
+    ) -> Call<()> {
         let f = self.f.http_call_response.clone();
         let args = [i64::from(token), h as i64, b as i64, t as i64];
-        self.invoke("proxy_on_http_call_response", f, root, (root as i32, token as i32, h as i32, b as i32, t as i32), &args)
+        self.invoke(
+            "proxy_on_http_call_response",
+            f,
+            root,
+            (root as i32, token as i32, h as i32, b as i32, t as i32),
+            &args,
+        )
     }
 
     pub fn grpc_initial(&mut self, root: u32, token: u32, n: usize) -> Call<()> {
         let f = self.f.grpc_initial.clone();
-        self.invoke("proxy_on_grpc_receive_initial_metadata", f, root, (root as i32, token as i32, n as i32), &[i64::from(token), n as i64])
+        self.invoke(
+            "proxy_on_grpc_receive_initial_metadata",
+            f,
+            root,
+            (root as i32, token as i32, n as i32),
+            &[i64::from(token), n as i64],
+        )
     }
 
     pub fn grpc_receive(&mut self, root: u32, token: u32, n: usize) -> Call<()> {
         let f = self.f.grpc_receive.clone();
-        self.invoke("proxy_on_grpc_receive", f, root, (root as i32, token as i32, n as i32), &[i64::from(token), n as i64])
+        self.invoke(
+            "proxy_on_grpc_receive",
+            f,
+            root,
+            (root as i32, token as i32, n as i32),
+            &[i64::from(token), n as i64],
+        )
     }
 
     pub fn grpc_trailing(&mut self, root: u32, token: u32, n: usize) -> Call<()> {
         let f = self.f.grpc_trailing.clone();
-        self.invoke("proxy_on_grpc_receive_trailing_metadata", f, root, (root as i32, token as i32, n as i32), &[i64::from(token), n as i64])
+        self.invoke(
+            "proxy_on_grpc_receive_trailing_metadata",
+            f,
+            root,
+            (root as i32, token as i32, n as i32),
+            &[i64::from(token), n as i64],
+        )
     }
 
     pub fn grpc_close(&mut self, root: u32, token: u32, status: u32) -> Call<()> {
         let f = self.f.grpc_close.clone();
-        self.invoke("proxy_on_grpc_close", f, root, (root as i32, token as i32, status as i32), &[i64::from(token), i64::from(status)])
+        self.invoke(
+            "proxy_on_grpc_close",
+            f,
+            root,
+            (root as i32, token as i32, status as i32),
+            &[i64::from(token), i64::from(status)],
+        )
     }
 
     pub fn foreign_function(&mut self, root: u32, id: u32, size: usize) -> Call<()> {
         let f = self.f.foreign_function.clone();
-        self.invoke("proxy_on_foreign_function", f, root, (root as i32, id as i32, size as i32), &[i64::from(id), size as i64])
+        self.invoke(
+            "proxy_on_foreign_function",
+            f,
+            root,
+            (root as i32, id as i32, size as i32),
+            &[i64::from(id), size as i64],
+        )
     }
 }
 
 fn logs_of(st: &HostState) -> Vec<crate::trace::LogLine> {
     let w = st.world();
-    w.rec.logs.iter().filter(|l| l.vm == st.vm_name).cloned().collect()
+    w.rec
+        .logs
+        .iter()
+        .filter(|l| l.vm == st.vm_name)
+        .cloned()
+        .collect()
 }
 
 /// A callback result as recorded in the trace.

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod envoy;
 pub mod h1;
 pub mod h2;
+pub mod loadgen;
 pub mod paths;
 pub mod response;
 pub mod template;

@@ -5,7 +5,9 @@ use crate::headers::HeaderMap;
 use crate::host::VmRef;
 
 /// Identifies a stream of one simulated Envoy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct StreamId(pub u64);
 
 /// Headers, body and trailers that went past the filter in one direction.
@@ -35,7 +37,10 @@ impl Message {
     /// `grpc-status` from trailers, or from headers (trailers-only responses).
     pub fn grpc_status(&self) -> Option<u32> {
         let from = |m: &HeaderMap| m.get("grpc-status").and_then(|v| v.parse().ok());
-        self.trailers.as_ref().and_then(from).or_else(|| self.headers.as_ref().and_then(from))
+        self.trailers
+            .as_ref()
+            .and_then(from)
+            .or_else(|| self.headers.as_ref().and_then(from))
     }
 }
 
@@ -161,7 +166,9 @@ pub(crate) struct Stream {
 
 impl Stream {
     pub fn ended(&self) -> bool {
-        self.rec.complete || self.rec.reset.is_some() || self.rec.local_reply.is_some() && self.rec.downstream.end_stream
+        self.rec.complete
+            || self.rec.reset.is_some()
+            || self.rec.local_reply.is_some() && self.rec.downstream.end_stream
     }
 }
 

@@ -2,7 +2,7 @@
 //! bytes) and append (`start >= length`) on HTTP bodies; anything else is BAD_ARGUMENT, and
 //! configuration, callout and gRPC buffers are read-only.
 
-use super::{check_restricted, mem, ConfigPhase, HostState, Registry, C};
+use super::{C, ConfigPhase, HostState, Registry, check_restricted, mem};
 use crate::abi::{BufferType, Status};
 
 type R = wasmtime::Result<i32>;
@@ -37,7 +37,9 @@ fn buffer(st: &mut HostState, ty: BufferType) -> Option<Buf<'_>> {
         }
         BufferType::CallData => Some(Buf::Ro(st.call_data.foreign_args.as_deref().unwrap_or(&[]))),
         BufferType::HttpCallResponseBody => st.call_data.http_body.as_deref().map(Buf::Ro),
-        BufferType::GrpcReceiveBuffer => Some(Buf::Ro(st.call_data.grpc_message.as_deref().unwrap_or(&[]))),
+        BufferType::GrpcReceiveBuffer => {
+            Some(Buf::Ro(st.call_data.grpc_message.as_deref().unwrap_or(&[])))
+        }
         BufferType::DownstreamData | BufferType::UpstreamData => Some(Buf::Ro(&[])),
         BufferType::RequestBody => Some(match st.streams.get_mut(&ctx) {
             Some(s) if s.req_body_live => Buf::Mut(&mut s.req_body),
@@ -52,10 +54,14 @@ fn buffer(st: &mut HostState, ty: BufferType) -> Option<Buf<'_>> {
 
 fn get_bytes(mut c: C<'_>, ty: i32, start: i32, len: i32, ptr_ptr: i32, size_ptr: i32) -> R {
     check_restricted(&c, "proxy_get_buffer_bytes")?;
-    let Some(ty) = BufferType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = BufferType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     let (start, len) = (start as u32 as usize, len as u32 as usize);
     let slice = {
-        let Some(b) = buffer(c.data_mut(), ty) else { return Ok(Status::NotFound.code()) };
+        let Some(b) = buffer(c.data_mut(), ty) else {
+            return Ok(Status::NotFound.code());
+        };
         let data = b.bytes();
         let end = start.saturating_add(len).min(data.len());
         data.get(start..end).map(<[u8]>::to_vec).unwrap_or_default()
@@ -65,12 +71,16 @@ fn get_bytes(mut c: C<'_>, ty: i32, start: i32, len: i32, ptr_ptr: i32, size_ptr
 
 fn set_bytes(mut c: C<'_>, ty: i32, start: i32, size: i32, data_ptr: i32, data_len: i32) -> R {
     check_restricted(&c, "proxy_set_buffer_bytes")?;
-    let Some(ty) = BufferType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = BufferType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     let (start, size) = (start as u32 as usize, size as u32 as usize);
     if buffer(c.data_mut(), ty).is_none() {
         return Ok(Status::NotFound.code());
     }
-    let Some(data) = mem::read(&c, data_ptr, data_len) else { return Ok(Status::InvalidMemoryAccess.code()) };
+    let Some(data) = mem::read(&c, data_ptr, data_len) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
     let status = match buffer(c.data_mut(), ty) {
         Some(Buf::Mut(v)) => {
             if start == 0 {
@@ -92,8 +102,12 @@ fn set_bytes(mut c: C<'_>, ty: i32, start: i32, size: i32, data_ptr: i32, data_l
 
 fn get_status(mut c: C<'_>, ty: i32, len_ptr: i32, flags_ptr: i32) -> R {
     check_restricted(&c, "proxy_get_buffer_status")?;
-    let Some(ty) = BufferType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
-    let Some(len) = buffer(c.data_mut(), ty).map(|b| b.bytes().len()) else { return Ok(Status::NotFound.code()) };
+    let Some(ty) = BufferType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let Some(len) = buffer(c.data_mut(), ty).map(|b| b.bytes().len()) else {
+        return Ok(Status::NotFound.code());
+    };
     if !mem::write_u32(&mut c, len_ptr, len as u32) || !mem::write_u32(&mut c, flags_ptr, 0) {
         return Ok(Status::InvalidMemoryAccess.code());
     }

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use super::{check_restricted, mem, GrpcState, Registry, C};
-use crate::abi::{Status, KIND_GRPC_CALL, KIND_GRPC_STREAM, KIND_HTTP};
+use super::{C, GrpcState, Registry, check_restricted, mem};
+use crate::abi::{KIND_GRPC_CALL, KIND_GRPC_STREAM, KIND_HTTP, Status};
 use crate::callout::{CalloutKind, CalloutRecord, Outbound};
-use crate::headers::{deserialize_pairs, HeaderMap};
+use crate::headers::{HeaderMap, deserialize_pairs};
 use crate::trace::TraceKind;
 
 type R = wasmtime::Result<i32>;
@@ -39,7 +39,11 @@ fn record(c: &C<'_>, mut rec: CalloutRecord) -> usize {
     rec.t_ns = w.now();
     if w.rec.tracing {
         let target = match rec.kind {
-            CalloutKind::Http => format!("{} {}", rec.headers.get(":method").unwrap_or(""), rec.headers.get(":path").unwrap_or("")),
+            CalloutKind::Http => format!(
+                "{} {}",
+                rec.headers.get(":method").unwrap_or(""),
+                rec.headers.get(":path").unwrap_or("")
+            ),
             _ => format!("{}/{}", rec.service, rec.method),
         };
         let kind = match rec.kind {
@@ -47,7 +51,13 @@ fn record(c: &C<'_>, mut rec: CalloutRecord) -> usize {
             CalloutKind::GrpcCall => "grpc",
             CalloutKind::GrpcStream => "grpc_stream",
         };
-        let ev = TraceKind::Callout { kind: kind.into(), token: rec.token, cluster: rec.cluster.clone(), status: format!("{:?}", rec.status), target };
+        let ev = TraceKind::Callout {
+            kind: kind.into(),
+            token: rec.token,
+            cluster: rec.cluster.clone(),
+            status: format!("{:?}", rec.status),
+            target,
+        };
         let t = rec.t_ns;
         w.rec.event(t, &st.vm_name, ev);
     }
@@ -83,11 +93,26 @@ fn blank(kind: CalloutKind, cluster: String) -> CalloutRecord {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn http_call(mut c: C<'_>, up: i32, up_len: i32, hp: i32, hl: i32, bp: i32, bl: i32, tp: i32, tl: i32, timeout_ms: i32, token_ptr: i32) -> R {
+fn http_call(
+    mut c: C<'_>,
+    up: i32,
+    up_len: i32,
+    hp: i32,
+    hl: i32,
+    bp: i32,
+    bl: i32,
+    tp: i32,
+    tl: i32,
+    timeout_ms: i32,
+    token_ptr: i32,
+) -> R {
     check_restricted(&c, "proxy_http_call")?;
-    let (Some(cluster), Some(hdrs), Some(body), Some(trl)) =
-        (mem::read_str(&c, up, up_len), mem::read(&c, hp, hl), mem::read(&c, bp, bl), mem::read(&c, tp, tl))
-    else {
+    let (Some(cluster), Some(hdrs), Some(body), Some(trl)) = (
+        mem::read_str(&c, up, up_len),
+        mem::read(&c, hp, hl),
+        mem::read(&c, bp, bl),
+        mem::read(&c, tp, tl),
+    ) else {
         return Ok(Status::InvalidMemoryAccess.code());
     };
     // Envoy writes the token once first to validate the pointer.
@@ -100,11 +125,18 @@ fn http_call(mut c: C<'_>, up: i32, up_len: i32, hp: i32, hl: i32, bp: i32, bl: 
     rec.trailers = to_map(&trl);
     rec.timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
     let known = c.data().cfg.clusters.contains_key(&cluster);
-    let pseudo_ok = [":path", ":method", ":authority"].iter().all(|h| rec.headers.contains(h));
-    rec.status = if timeout_ms < 0 || !known || !pseudo_ok { Status::BadArgument } else { Status::Ok };
+    let pseudo_ok = [":path", ":method", ":authority"]
+        .iter()
+        .all(|h| rec.headers.contains(h));
+    rec.status = if timeout_ms < 0 || !known || !pseudo_ok {
+        Status::BadArgument
+    } else {
+        Status::Ok
+    };
     if rec.status == Status::Ok {
         if !rec.body.is_empty() {
-            rec.headers.set("content-length", rec.body.len().to_string());
+            rec.headers
+                .set("content-length", rec.body.len().to_string());
         }
         rec.token = c.data_mut().next_callout_id(KIND_HTTP);
     }
@@ -121,11 +153,26 @@ fn http_call(mut c: C<'_>, up: i32, up_len: i32, hp: i32, hl: i32, bp: i32, bl: 
 /// The cluster of a gRPC target: a serialized `GrpcService` with `envoy_grpc.cluster_name`,
 /// or (when the bytes do not parse as one) the bytes as a cluster name.
 fn grpc_cluster(target: &[u8]) -> String {
-    crate::proto::grpc_service_cluster(target).unwrap_or_else(|| String::from_utf8_lossy(target).into_owned())
+    crate::proto::grpc_service_cluster(target)
+        .unwrap_or_else(|| String::from_utf8_lossy(target).into_owned())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn grpc_call(mut c: C<'_>, sp: i32, sl: i32, np: i32, nl: i32, mp: i32, ml: i32, mdp: i32, mdl: i32, rp: i32, rl: i32, timeout_ms: i32, token_ptr: i32) -> R {
+fn grpc_call(
+    mut c: C<'_>,
+    sp: i32,
+    sl: i32,
+    np: i32,
+    nl: i32,
+    mp: i32,
+    ml: i32,
+    mdp: i32,
+    mdl: i32,
+    rp: i32,
+    rl: i32,
+    timeout_ms: i32,
+    token_ptr: i32,
+) -> R {
     check_restricted(&c, "proxy_grpc_call")?;
     let (Some(target), Some(service), Some(method), Some(md), Some(msg)) = (
         mem::read(&c, sp, sl),
@@ -151,16 +198,41 @@ fn grpc_call(mut c: C<'_>, sp: i32, sl: i32, np: i32, nl: i32, mp: i32, ml: i32,
     rec.token = c.data_mut().next_callout_id(KIND_GRPC_CALL);
     let token = rec.token;
     let idx = record(&c, rec);
-    c.data_mut().grpc.insert(token, GrpcState { record: idx, ..GrpcState::default() });
-    Ok(if mem::write_u32(&mut c, token_ptr, token) { Status::Ok } else { Status::InvalidMemoryAccess }.code())
+    c.data_mut().grpc.insert(
+        token,
+        GrpcState {
+            record: idx,
+            ..GrpcState::default()
+        },
+    );
+    Ok(if mem::write_u32(&mut c, token_ptr, token) {
+        Status::Ok
+    } else {
+        Status::InvalidMemoryAccess
+    }
+    .code())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn grpc_stream(mut c: C<'_>, sp: i32, sl: i32, np: i32, nl: i32, mp: i32, ml: i32, mdp: i32, mdl: i32, token_ptr: i32) -> R {
+fn grpc_stream(
+    mut c: C<'_>,
+    sp: i32,
+    sl: i32,
+    np: i32,
+    nl: i32,
+    mp: i32,
+    ml: i32,
+    mdp: i32,
+    mdl: i32,
+    token_ptr: i32,
+) -> R {
     check_restricted(&c, "proxy_grpc_stream")?;
-    let (Some(target), Some(service), Some(method), Some(md)) =
-        (mem::read(&c, sp, sl), mem::read_str(&c, np, nl), mem::read_str(&c, mp, ml), mem::read(&c, mdp, mdl))
-    else {
+    let (Some(target), Some(service), Some(method), Some(md)) = (
+        mem::read(&c, sp, sl),
+        mem::read_str(&c, np, nl),
+        mem::read_str(&c, mp, ml),
+        mem::read(&c, mdp, mdl),
+    ) else {
         return Ok(Status::InvalidMemoryAccess.code());
     };
     let cluster = grpc_cluster(&target);
@@ -176,18 +248,33 @@ fn grpc_stream(mut c: C<'_>, sp: i32, sl: i32, np: i32, nl: i32, mp: i32, ml: i3
     rec.token = c.data_mut().next_callout_id(KIND_GRPC_STREAM);
     let token = rec.token;
     let idx = record(&c, rec);
-    c.data_mut().grpc.insert(token, GrpcState { record: idx, ..GrpcState::default() });
-    Ok(if mem::write_u32(&mut c, token_ptr, token) { Status::Ok } else { Status::InvalidMemoryAccess }.code())
+    c.data_mut().grpc.insert(
+        token,
+        GrpcState {
+            record: idx,
+            ..GrpcState::default()
+        },
+    );
+    Ok(if mem::write_u32(&mut c, token_ptr, token) {
+        Status::Ok
+    } else {
+        Status::InvalidMemoryAccess
+    }
+    .code())
 }
 
 fn grpc_send(c: C<'_>, token: i32, mp: i32, ml: i32, end_stream: i32) -> R {
     check_restricted(&c, "proxy_grpc_send")?;
     let token = token as u32;
-    let Some(msg) = mem::read(&c, mp, ml) else { return Ok(Status::InvalidMemoryAccess.code()) };
+    let Some(msg) = mem::read(&c, mp, ml) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
     if token & 3 != KIND_GRPC_STREAM {
         return Ok(Status::BadArgument.code());
     }
-    let Some(g) = c.data().grpc.get(&token).copied() else { return Ok(Status::NotFound.code()) };
+    let Some(g) = c.data().grpc.get(&token).copied() else {
+        return Ok(Status::NotFound.code());
+    };
     let st = c.data();
     let mut w = st.world();
     if let Some(r) = w.callouts.get_mut(g.record) {
@@ -206,7 +293,9 @@ fn finish_local(c: &mut C<'_>, token: u32, cancel: bool) -> Status {
         return Status::BadArgument;
     }
     let st = c.data_mut();
-    let Some(g) = st.grpc.get(&token).copied() else { return Status::NotFound };
+    let Some(g) = st.grpc.get(&token).copied() else {
+        return Status::NotFound;
+    };
     if kind == KIND_GRPC_CALL || cancel || g.remote_closed {
         st.grpc.remove(&token);
     } else if let Some(g) = st.grpc.get_mut(&token) {

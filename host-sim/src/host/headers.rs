@@ -1,9 +1,9 @@
 //! Header/trailer/metadata map host functions with Envoy's availability rules
 //! (see [`crate::stream_state`]).
 
-use super::{check_restricted, mem, HostState, Registry, C};
+use super::{C, HostState, Registry, check_restricted, mem};
 use crate::abi::{MapType, Status};
-use crate::headers::{deserialize_pairs, serialize_pairs, HeaderMap};
+use crate::headers::{HeaderMap, deserialize_pairs, serialize_pairs};
 use crate::trace::TraceKind;
 
 type R = wasmtime::Result<i32>;
@@ -30,7 +30,9 @@ pub(crate) fn const_map(st: &HostState, ty: MapType) -> Option<&HeaderMap> {
     }
     let s = st.streams.get(&st.ctx())?;
     match ty {
-        MapType::RequestHeaders => (s.access_log_phase || s.req_headers_live).then_some(&s.req_headers),
+        MapType::RequestHeaders => {
+            (s.access_log_phase || s.req_headers_live).then_some(&s.req_headers)
+        }
         MapType::RequestTrailers => {
             if s.access_log_phase {
                 None
@@ -71,7 +73,11 @@ fn mut_map(st: &mut HostState, ty: MapType) -> Option<&mut HeaderMap> {
                 s.req_trailers_live = true;
                 s.req_trailers_added = true;
             }
-            if s.req_trailers_live { s.req_trailers.as_mut() } else { None }
+            if s.req_trailers_live {
+                s.req_trailers.as_mut()
+            } else {
+                None
+            }
         }
         MapType::ResponseHeaders => s.resp_headers_live.then_some(&mut s.resp_headers),
         MapType::ResponseTrailers => {
@@ -80,7 +86,11 @@ fn mut_map(st: &mut HostState, ty: MapType) -> Option<&mut HeaderMap> {
                 s.resp_trailers_live = true;
                 s.resp_trailers_added = true;
             }
-            if s.resp_trailers_live { s.resp_trailers.as_mut() } else { None }
+            if s.resp_trailers_live {
+                s.resp_trailers.as_mut()
+            } else {
+                None
+            }
         }
         _ => None,
     }
@@ -108,13 +118,25 @@ fn key_str(key: &[u8]) -> String {
 
 fn get_value(mut c: C<'_>, ty: i32, kp: i32, kl: i32, ret_ptr: i32, ret_len: i32) -> R {
     check_restricted(&c, "proxy_get_header_map_value")?;
-    let Some(ty) = MapType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
-    let Some(key) = mem::read(&c, kp, kl) else { return Ok(Status::InvalidMemoryAccess.code()) };
+    let Some(ty) = MapType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let Some(key) = mem::read(&c, kp, kl) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
     let st = c.data();
     let value = match const_map(st, ty) {
         None => {
-            let log = st.streams.get(&st.ctx()).is_some_and(|s| s.access_log_phase);
-            return Ok(if log { Status::NotFound } else { Status::BadArgument }.code());
+            let log = st
+                .streams
+                .get(&st.ctx())
+                .is_some_and(|s| s.access_log_phase);
+            return Ok(if log {
+                Status::NotFound
+            } else {
+                Status::BadArgument
+            }
+            .code());
         }
         Some(m) => match m.get_bytes(&key_str(&key)) {
             // Only the first value of a repeated header (Envoy TODO: "potential security issue").
@@ -127,7 +149,9 @@ fn get_value(mut c: C<'_>, ty: i32, kp: i32, kl: i32, ret_ptr: i32, ret_len: i32
 
 fn get_pairs(mut c: C<'_>, ty: i32, ret_ptr: i32, ret_len: i32) -> R {
     check_restricted(&c, "proxy_get_header_map_pairs")?;
-    let Some(ty) = MapType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = MapType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     let buf = match const_map(c.data(), ty) {
         Some(m) if !m.is_empty() => m.serialize(),
         _ => Vec::new(),
@@ -137,27 +161,43 @@ fn get_pairs(mut c: C<'_>, ty: i32, ret_ptr: i32, ret_len: i32) -> R {
 
 fn set_pairs(mut c: C<'_>, ty: i32, ptr: i32, len: i32) -> R {
     check_restricted(&c, "proxy_set_header_map_pairs")?;
-    let Some(ty) = MapType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
-    let Some(buf) = mem::read(&c, ptr, len) else { return Ok(Status::InvalidMemoryAccess.code()) };
+    let Some(ty) = MapType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let Some(buf) = mem::read(&c, ptr, len) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
     // Malformed or oversized buffers read as no pairs: the map is cleared.
     let pairs = deserialize_pairs(&buf);
-    let Some(m) = mut_map(c.data_mut(), ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(m) = mut_map(c.data_mut(), ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     m.clear();
     for (k, v) in &pairs {
         m.add(&key_str(k), v);
     }
     let summary = serialize_pairs(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-    trace_change(&c, ty, "set_pairs", b"", Some(format!("{} pairs, {} bytes", pairs.len(), summary.len()).as_bytes()));
+    trace_change(
+        &c,
+        ty,
+        "set_pairs",
+        b"",
+        Some(format!("{} pairs, {} bytes", pairs.len(), summary.len()).as_bytes()),
+    );
     Ok(Status::Ok.code())
 }
 
 fn add_value(mut c: C<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> R {
     check_restricted(&c, "proxy_add_header_map_value")?;
-    let Some(ty) = MapType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = MapType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     let (Some(key), Some(value)) = (mem::read(&c, kp, kl), mem::read(&c, vp, vl)) else {
         return Ok(Status::InvalidMemoryAccess.code());
     };
-    let Some(m) = mut_map(c.data_mut(), ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(m) = mut_map(c.data_mut(), ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     m.add(&key_str(&key), &value);
     trace_change(&c, ty, "add", &key, Some(&value));
     Ok(Status::Ok.code())
@@ -165,11 +205,15 @@ fn add_value(mut c: C<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> R {
 
 fn replace_value(mut c: C<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> R {
     check_restricted(&c, "proxy_replace_header_map_value")?;
-    let Some(ty) = MapType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = MapType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     let (Some(key), Some(value)) = (mem::read(&c, kp, kl), mem::read(&c, vp, vl)) else {
         return Ok(Status::InvalidMemoryAccess.code());
     };
-    let Some(m) = mut_map(c.data_mut(), ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(m) = mut_map(c.data_mut(), ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     m.set(&key_str(&key), &value);
     trace_change(&c, ty, "replace", &key, Some(&value));
     Ok(Status::Ok.code())
@@ -177,9 +221,15 @@ fn replace_value(mut c: C<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> R
 
 fn remove_value(mut c: C<'_>, ty: i32, kp: i32, kl: i32) -> R {
     check_restricted(&c, "proxy_remove_header_map_value")?;
-    let Some(ty) = MapType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
-    let Some(key) = mem::read(&c, kp, kl) else { return Ok(Status::InvalidMemoryAccess.code()) };
-    let Some(m) = mut_map(c.data_mut(), ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = MapType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let Some(key) = mem::read(&c, kp, kl) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
+    let Some(m) = mut_map(c.data_mut(), ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     m.remove(&key_str(&key));
     trace_change(&c, ty, "remove", &key, None);
     Ok(Status::Ok.code())
@@ -187,10 +237,19 @@ fn remove_value(mut c: C<'_>, ty: i32, kp: i32, kl: i32) -> R {
 
 fn get_size(mut c: C<'_>, ty: i32, ret: i32) -> R {
     check_restricted(&c, "proxy_get_header_map_size")?;
-    let Some(ty) = MapType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = MapType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     // Envoy answers HeaderMap::byteSize() of the *mutable* map (so BAD_ARGUMENT wherever the
     // map is not writable, including on_log).
-    let Some(m) = mut_map(c.data_mut(), ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(m) = mut_map(c.data_mut(), ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     let size = m.byte_size() as u32;
-    Ok(if mem::write_u32(&mut c, ret, size) { Status::Ok } else { Status::InvalidMemoryAccess }.code())
+    Ok(if mem::write_u32(&mut c, ret, size) {
+        Status::Ok
+    } else {
+        Status::InvalidMemoryAccess
+    }
+    .code())
 }

@@ -23,9 +23,15 @@ pub(crate) fn read_str(caller: &C<'_>, ptr: i32, len: i32) -> Option<String> {
 
 /// Writes `bytes` at `ptr`; false when out of bounds.
 pub(crate) fn write(caller: &mut C<'_>, ptr: i32, bytes: &[u8]) -> bool {
-    let Some(mem) = caller.data().memory else { return false };
-    let Ok(len) = i32::try_from(bytes.len()) else { return false };
-    let Some(r) = range(ptr, len) else { return false };
+    let Some(mem) = caller.data().memory else {
+        return false;
+    };
+    let Ok(len) = i32::try_from(bytes.len()) else {
+        return false;
+    };
+    let Some(r) = range(ptr, len) else {
+        return false;
+    };
     match mem.data_mut(caller).get_mut(r) {
         Some(dst) => {
             dst.copy_from_slice(bytes);
@@ -46,8 +52,12 @@ pub(crate) fn write_u64(caller: &mut C<'_>, ptr: i32, v: u64) -> bool {
 /// Allocates `len` bytes in the guest; `Ok(None)` when the allocator fails or returns memory
 /// that is not valid. A trap inside the allocator propagates (it fails the VM, as in Envoy).
 pub(crate) fn alloc(caller: &mut C<'_>, len: usize) -> wasmtime::Result<Option<i32>> {
-    let Some(f) = caller.data().alloc.clone() else { return Ok(None) };
-    let Ok(len_i) = i32::try_from(len) else { return Ok(None) };
+    let Some(f) = caller.data().alloc.clone() else {
+        return Ok(None);
+    };
+    let Ok(len_i) = i32::try_from(len) else {
+        return Ok(None);
+    };
     let p = f.call(&mut *caller, len_i)?;
     if p == 0 {
         return Ok(None);
@@ -62,7 +72,12 @@ pub(crate) fn alloc(caller: &mut C<'_>, len: usize) -> wasmtime::Result<Option<i
 
 /// Hands `bytes` to the guest: allocates a block, copies, and stores its address and length
 /// at `ptr_ptr` / `size_ptr`. An empty buffer is (0, 0) with no allocation.
-pub(crate) fn copy_out(caller: &mut C<'_>, bytes: &[u8], ptr_ptr: i32, size_ptr: i32) -> wasmtime::Result<Status> {
+pub(crate) fn copy_out(
+    caller: &mut C<'_>,
+    bytes: &[u8],
+    ptr_ptr: i32,
+    size_ptr: i32,
+) -> wasmtime::Result<Status> {
     let mut addr = 0i32;
     if !bytes.is_empty() {
         match alloc(caller, bytes.len())? {
@@ -75,7 +90,8 @@ pub(crate) fn copy_out(caller: &mut C<'_>, bytes: &[u8], ptr_ptr: i32, size_ptr:
             None => return Ok(Status::InvalidMemoryAccess),
         }
     }
-    if !write_u32(caller, ptr_ptr, addr as u32) || !write_u32(caller, size_ptr, bytes.len() as u32) {
+    if !write_u32(caller, ptr_ptr, addr as u32) || !write_u32(caller, size_ptr, bytes.len() as u32)
+    {
         return Ok(Status::InvalidMemoryAccess);
     }
     Ok(Status::Ok)

@@ -1,7 +1,7 @@
 //! `proxy_define_metric`, `proxy_increment_metric`, `proxy_record_metric`, `proxy_get_metric`
 //! with Envoy's statuses (see [`crate::metrics`] for the rules).
 
-use super::{check_restricted, mem, Registry, C};
+use super::{C, Registry, check_restricted, mem};
 use crate::abi::{MetricType, Status};
 use crate::metrics::MetricValue;
 use crate::trace::TraceKind;
@@ -21,15 +21,24 @@ fn kind_of(id: u32) -> Option<MetricType> {
 
 fn define(mut c: C<'_>, ty: i32, name_ptr: i32, name_len: i32, id_ptr: i32) -> R {
     check_restricted(&c, "proxy_define_metric")?;
-    let Some(kind) = MetricType::from_raw(ty as u32) else { return Ok(Status::BadArgument.code()) };
-    let Some(name) = mem::read_str(&c, name_ptr, name_len) else { return Ok(Status::InvalidMemoryAccess.code()) };
+    let Some(kind) = MetricType::from_raw(ty as u32) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let Some(name) = mem::read_str(&c, name_ptr, name_len) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
     let st = c.data_mut();
     let slot = &mut st.next_metric[kind as usize];
     *slot = slot.wrapping_add(4);
     let id = *slot;
     st.metric_ids.insert(id, name.clone());
     st.world().metrics.define(kind, &name);
-    Ok(if mem::write_u32(&mut c, id_ptr, id) { Status::Ok } else { Status::InvalidMemoryAccess }.code())
+    Ok(if mem::write_u32(&mut c, id_ptr, id) {
+        Status::Ok
+    } else {
+        Status::InvalidMemoryAccess
+    }
+    .code())
 }
 
 fn trace(c: &C<'_>, name: &str, op: &str, value: i64) {
@@ -37,7 +46,15 @@ fn trace(c: &C<'_>, name: &str, op: &str, value: i64) {
     let mut w = st.world();
     if w.rec.tracing {
         let t = w.now();
-        w.rec.event(t, &st.vm_name, TraceKind::Metric { name: name.to_string(), op: op.to_string(), value });
+        w.rec.event(
+            t,
+            &st.vm_name,
+            TraceKind::Metric {
+                name: name.to_string(),
+                op: op.to_string(),
+                value,
+            },
+        );
     }
 }
 
@@ -65,7 +82,11 @@ fn increment(c: C<'_>, id: i32, delta: i64) -> R {
                 }
             }
             (Some(MetricType::Gauge), Some(MetricValue::Gauge { value })) => {
-                *value = if delta >= 0 { value.wrapping_add(delta as u64) } else { value.wrapping_sub(delta.unsigned_abs()) };
+                *value = if delta >= 0 {
+                    value.wrapping_add(delta as u64)
+                } else {
+                    value.wrapping_sub(delta.unsigned_abs())
+                };
                 Status::Ok
             }
             (Some(MetricType::Counter | MetricType::Gauge), _) => Status::NotFound,
@@ -82,7 +103,9 @@ fn record(c: C<'_>, id: i32, value: i64) -> R {
     check_restricted(&c, "proxy_record_metric")?;
     let id = id as u32;
     let v = value as u64;
-    let Some(name) = c.data().metric_ids.get(&id).cloned() else { return Ok(Status::NotFound.code()) };
+    let Some(name) = c.data().metric_ids.get(&id).cloned() else {
+        return Ok(Status::NotFound.code());
+    };
     let status = {
         let st = c.data();
         let mut w = st.world();
@@ -116,10 +139,17 @@ fn get(mut c: C<'_>, id: i32, ptr: i32) -> R {
     if !matches!(kind, Some(MetricType::Counter | MetricType::Gauge)) {
         return Ok(Status::BadArgument.code());
     }
-    let Some(name) = c.data().metric_ids.get(&id).cloned() else { return Ok(Status::NotFound.code()) };
+    let Some(name) = c.data().metric_ids.get(&id).cloned() else {
+        return Ok(Status::NotFound.code());
+    };
     let value = match c.data().world().metrics.get(&name) {
         Some(MetricValue::Counter { value } | MetricValue::Gauge { value }) => *value,
         _ => return Ok(Status::NotFound.code()),
     };
-    Ok(if mem::write_u64(&mut c, ptr, value) { Status::Ok } else { Status::InvalidMemoryAccess }.code())
+    Ok(if mem::write_u64(&mut c, ptr, value) {
+        Status::Ok
+    } else {
+        Status::InvalidMemoryAccess
+    }
+    .code())
 }

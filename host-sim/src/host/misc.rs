@@ -2,7 +2,7 @@
 //! `proxy_get_status`, plus the v0.1 aliases (`proxy_continue_request`, ...).
 
 use super::mem::{self, copy_out, read, read_str};
-use super::{check_restricted, AfterAction, LocalReplySpec, Registry, C};
+use super::{AfterAction, C, LocalReplySpec, Registry, check_restricted};
 use crate::abi::{LogLevel, Status, StreamType};
 use crate::headers::deserialize_pairs;
 use crate::trace::TraceKind;
@@ -13,7 +13,11 @@ type R = wasmtime::Result<i32>;
 pub(super) fn register(r: &mut Registry) {
     r.func("env", "proxy_log", proxy_log);
     r.func("env", "proxy_get_log_level", get_log_level);
-    r.func("env", "proxy_get_current_time_nanoseconds", get_current_time);
+    r.func(
+        "env",
+        "proxy_get_current_time_nanoseconds",
+        get_current_time,
+    );
     r.func("env", "proxy_set_tick_period_milliseconds", set_tick_period);
     r.func("env", "proxy_set_effective_context", set_effective_context);
     r.func("env", "proxy_done", done);
@@ -23,15 +27,23 @@ pub(super) fn register(r: &mut Registry) {
     r.func("env", "proxy_call_foreign_function", call_foreign_function);
     r.func("env", "proxy_get_status", get_status);
     // ABI v0.1.0 names (Envoy registers them for 0.1.0 modules).
-    r.func("env", "proxy_continue_request", |c: C<'_>| continue_stream(c, 0));
-    r.func("env", "proxy_continue_response", |c: C<'_>| continue_stream(c, 1));
+    r.func("env", "proxy_continue_request", |c: C<'_>| {
+        continue_stream(c, 0)
+    });
+    r.func("env", "proxy_continue_response", |c: C<'_>| {
+        continue_stream(c, 1)
+    });
     r.func("env", "proxy_clear_route_cache", clear_route_cache_v01);
     r.func("env", "proxy_get_configuration", get_configuration_v01);
 }
 
 fn proxy_log(mut c: C<'_>, level: i32, ptr: i32, len: i32) -> R {
-    let Some(level) = LogLevel::from_raw(level) else { return Ok(Status::BadArgument.code()) };
-    let Some(msg) = read_str(&c, ptr, len) else { return Ok(Status::InvalidMemoryAccess.code()) };
+    let Some(level) = LogLevel::from_raw(level) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let Some(msg) = read_str(&c, ptr, len) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
     log_line(&mut c, level, msg);
     Ok(Status::Ok.code())
 }
@@ -51,13 +63,23 @@ pub(super) fn log_line(c: &mut C<'_>, level: LogLevel, msg: String) {
 fn get_log_level(mut c: C<'_>, ptr: i32) -> R {
     check_restricted(&c, "proxy_get_log_level")?;
     let level = c.data().cfg.log_level.raw();
-    Ok(if mem::write_u32(&mut c, ptr, level) { Status::Ok } else { Status::InvalidMemoryAccess }.code())
+    Ok(if mem::write_u32(&mut c, ptr, level) {
+        Status::Ok
+    } else {
+        Status::InvalidMemoryAccess
+    }
+    .code())
 }
 
 fn get_current_time(mut c: C<'_>, ptr: i32) -> R {
     check_restricted(&c, "proxy_get_current_time_nanoseconds")?;
     let now = c.data().world().clock.wall_ns();
-    Ok(if mem::write_u64(&mut c, ptr, now) { Status::Ok } else { Status::InvalidMemoryAccess }.code())
+    Ok(if mem::write_u64(&mut c, ptr, now) {
+        Status::Ok
+    } else {
+        Status::InvalidMemoryAccess
+    }
+    .code())
 }
 
 fn set_tick_period(c: C<'_>, period_ms: i32) -> R {
@@ -70,10 +92,23 @@ fn set_tick_period(c: C<'_>, period_ms: i32) -> R {
     let mut w = st.world();
     w.timer_generation += 1;
     let generation = w.timer_generation;
-    w.timers.insert((vm, root), Timer { period_ns, generation });
+    w.timers.insert(
+        (vm, root),
+        Timer {
+            period_ns,
+            generation,
+        },
+    );
     if period_ns > 0 {
         let at = w.now().saturating_add(period_ns);
-        w.sched.at(at, crate::sched::Event::Tick { vm, root, generation });
+        w.sched.at(
+            at,
+            crate::sched::Event::Tick {
+                vm,
+                root,
+                generation,
+            },
+        );
     }
     Ok(Status::Ok.code())
 }
@@ -98,7 +133,9 @@ fn done(c: C<'_>) -> R {
 
 fn continue_stream(mut c: C<'_>, ty: i32) -> R {
     check_restricted(&c, "proxy_continue_stream")?;
-    let Some(ty) = StreamType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = StreamType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     let st = c.data_mut();
     let ctx = st.ctx();
     match ty {
@@ -118,16 +155,18 @@ fn continue_stream(mut c: C<'_>, ty: i32) -> R {
 
 fn close_stream(mut c: C<'_>, ty: i32) -> R {
     check_restricted(&c, "proxy_close_stream")?;
-    let Some(ty) = StreamType::from_raw(ty) else { return Ok(Status::BadArgument.code()) };
+    let Some(ty) = StreamType::from_raw(ty) else {
+        return Ok(Status::BadArgument.code());
+    };
     let st = c.data_mut();
     let ctx = st.ctx();
-    if matches!(ty, StreamType::Request | StreamType::Response) {
-        if let Some(s) = st.streams.get_mut(&ctx) {
-            if s.info.response_code_details.is_none() {
-                s.info.response_code_details = Some("wasm_close_stream".into());
-            }
-            st.after.push(AfterAction::Close { ctx });
+    if matches!(ty, StreamType::Request | StreamType::Response)
+        && let Some(s) = st.streams.get_mut(&ctx)
+    {
+        if s.info.response_code_details.is_none() {
+            s.info.response_code_details = Some("wasm_close_stream".into());
         }
+        st.after.push(AfterAction::Close { ctx });
     }
     Ok(Status::Ok.code())
 }
@@ -145,9 +184,11 @@ fn send_local_response(
     grpc_status: i32,
 ) -> R {
     check_restricted(&c, "proxy_send_local_response")?;
-    let (Some(details), Some(body), Some(hdrs)) =
-        (read(&c, details_ptr, details_len), read(&c, body_ptr, body_len), read(&c, hdrs_ptr, hdrs_len))
-    else {
+    let (Some(details), Some(body), Some(hdrs)) = (
+        read(&c, details_ptr, details_len),
+        read(&c, body_ptr, body_len),
+        read(&c, hdrs_ptr, hdrs_len),
+    ) else {
         return Ok(Status::InvalidMemoryAccess.code());
     };
     let st = c.data_mut();
@@ -158,17 +199,35 @@ fn send_local_response(
             .chars()
             .map(|ch| if ch.is_whitespace() { '_' } else { ch })
             .collect();
-        let reply = LocalReplySpec { status: status as u32, body, headers: deserialize_pairs(&hdrs), grpc_status, details };
+        let reply = LocalReplySpec {
+            status: status as u32,
+            body,
+            headers: deserialize_pairs(&hdrs),
+            grpc_status,
+            details,
+        };
         st.after.push(AfterAction::LocalReply { ctx, reply });
     }
     st.stop_next_iteration = true;
     Ok(Status::Ok.code())
 }
 
-fn call_foreign_function(mut c: C<'_>, name_ptr: i32, name_len: i32, args_ptr: i32, args_len: i32, ret_ptr: i32, ret_len: i32) -> R {
+fn call_foreign_function(
+    mut c: C<'_>,
+    name_ptr: i32,
+    name_len: i32,
+    args_ptr: i32,
+    args_len: i32,
+    ret_ptr: i32,
+    ret_len: i32,
+) -> R {
     check_restricted(&c, "proxy_call_foreign_function")?;
-    let Some(name) = read_str(&c, name_ptr, name_len) else { return Ok(Status::InvalidMemoryAccess.code()) };
-    let Some(args) = read(&c, args_ptr, args_len) else { return Ok(Status::InvalidMemoryAccess.code()) };
+    let Some(name) = read_str(&c, name_ptr, name_len) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
+    let Some(args) = read(&c, args_ptr, args_len) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
     let status = foreign(&mut c, &name, &args);
     {
         let st = c.data();
@@ -177,9 +236,24 @@ fn call_foreign_function(mut c: C<'_>, name_ptr: i32, name_len: i32, args_ptr: i
         let vm = st.vm_name.clone();
         let mut w = st.world();
         let t = w.now();
-        w.foreign.push(ForeignCall { t_ns: t, vm: vm.clone(), ctx, stream, name: name.clone(), args: String::from_utf8_lossy(&args).into_owned() });
+        w.foreign.push(ForeignCall {
+            t_ns: t,
+            vm: vm.clone(),
+            ctx,
+            stream,
+            name: name.clone(),
+            args: String::from_utf8_lossy(&args).into_owned(),
+        });
         if w.rec.tracing {
-            w.rec.event(t, &vm, TraceKind::ForeignFunction { ctx, name, status: format!("{status:?}") });
+            w.rec.event(
+                t,
+                &vm,
+                TraceKind::ForeignFunction {
+                    ctx,
+                    name,
+                    status: format!("{status:?}"),
+                },
+            );
         }
     }
     if status == Status::Ok {
@@ -217,9 +291,8 @@ fn foreign(c: &mut C<'_>, name: &str, args: &[u8]) -> Status {
         }
         "declare_property" => Status::Ok,
         // Registered in Envoy but not simulated: the call is recorded and answered UNIMPLEMENTED.
-        "verify_signature" | "compress" | "uncompress" | "expr_create" | "expr_evaluate" | "expr_delete" => {
-            Status::Unimplemented
-        }
+        "verify_signature" | "compress" | "uncompress" | "expr_create" | "expr_evaluate"
+        | "expr_delete" => Status::Unimplemented,
         _ => Status::NotFound,
     }
 }
@@ -246,6 +319,10 @@ fn clear_route_cache_v01(mut c: C<'_>) -> R {
 fn get_configuration_v01(mut c: C<'_>, ptr_ptr: i32, size_ptr: i32) -> R {
     check_restricted(&c, "proxy_get_configuration")?;
     let st = c.data();
-    let data = if st.config_phase == super::ConfigPhase::Plugin { st.cfg.plugin_config.clone() } else { st.cfg.vm_config.clone() };
+    let data = if st.config_phase == super::ConfigPhase::Plugin {
+        st.cfg.plugin_config.clone()
+    } else {
+        st.cfg.vm_config.clone()
+    };
     Ok(copy_out(&mut c, &data, ptr_ptr, size_ptr)?.code())
 }

@@ -1,6 +1,6 @@
 //! `proxy_get_property` / `proxy_set_property` (see [`crate::properties`]).
 
-use super::{check_restricted, mem, Registry, C};
+use super::{C, Registry, check_restricted, mem};
 use crate::abi::Status;
 
 type R = wasmtime::Result<i32>;
@@ -12,7 +12,9 @@ pub(super) fn register(r: &mut Registry) {
 
 fn get_property(mut c: C<'_>, pp: i32, pl: i32, vpp: i32, vlp: i32) -> R {
     check_restricted(&c, "proxy_get_property")?;
-    let Some(path) = mem::read(&c, pp, pl) else { return Ok(Status::InvalidMemoryAccess.code()) };
+    let Some(path) = mem::read(&c, pp, pl) else {
+        return Ok(Status::InvalidMemoryAccess.code());
+    };
     match crate::properties::get(c.data(), &path) {
         Ok(v) => Ok(mem::copy_out(&mut c, &v.serialize(), vpp, vlp)?.code()),
         Err(s) => Ok(s.code()),

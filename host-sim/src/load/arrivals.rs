@@ -52,10 +52,23 @@ impl Arrivals {
     pub fn rate_at(&self, t: Duration) -> f64 {
         match self {
             Arrivals::Poisson { rps } | Arrivals::Constant { rps } => *rps,
-            Arrivals::Steps(steps) => steps.iter().take_while(|s| s.at <= t).last().map_or(0.0, |s| s.rps),
-            Arrivals::Bursts { base_rps, burst_rps, every, burst } => {
+            Arrivals::Steps(steps) => steps
+                .iter()
+                .take_while(|s| s.at <= t)
+                .last()
+                .map_or(0.0, |s| s.rps),
+            Arrivals::Bursts {
+                base_rps,
+                burst_rps,
+                every,
+                burst,
+            } => {
                 let period = ns(*every).max(1);
-                if (ns(t) % period) < ns(*burst) { *burst_rps } else { *base_rps }
+                if (ns(t) % period) < ns(*burst) {
+                    *burst_rps
+                } else {
+                    *base_rps
+                }
             }
         }
     }
@@ -71,7 +84,12 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     pub fn new(spec: Arrivals, start: u64, rng: Rng) -> Self {
-        Self { spec, start, t: start, rng }
+        Self {
+            spec,
+            start,
+            t: start,
+            rng,
+        }
     }
 
     /// The next arrival; piecewise-constant rates are handled by thinning against a 1 ms grid.
@@ -106,12 +124,20 @@ impl Cursor {
         let rel = t - self.start;
         match &self.spec {
             Arrivals::Poisson { .. } | Arrivals::Constant { .. } => None,
-            Arrivals::Steps(steps) => steps.iter().map(|s| ns(s.at)).find(|f| *f > rel).map(|f| self.start + f),
+            Arrivals::Steps(steps) => steps
+                .iter()
+                .map(|s| ns(s.at))
+                .find(|f| *f > rel)
+                .map(|f| self.start + f),
             Arrivals::Bursts { every, burst, .. } => {
                 let period = ns(*every).max(1);
                 let phase = rel % period;
                 let b = ns(*burst);
-                let next = if phase < b { rel - phase + b } else { rel - phase + period };
+                let next = if phase < b {
+                    rel - phase + b
+                } else {
+                    rel - phase + period
+                };
                 Some(self.start + next)
             }
         }

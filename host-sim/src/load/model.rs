@@ -98,13 +98,22 @@ pub(crate) struct State {
 impl State {
     pub fn new(spec: UpstreamModel, rng: Rng) -> Self {
         let cap = spec.capacity.max(1);
-        Self { spec, rng, free_at: (0..cap).map(|_| Reverse(0)).collect(), waiting: VecDeque::new(), served: 0, start: None }
+        Self {
+            spec,
+            rng,
+            free_at: (0..cap).map(|_| Reverse(0)).collect(),
+            waiting: VecDeque::new(),
+            served: 0,
+            start: None,
+        }
     }
 
     fn service(&mut self, req: &UpstreamRequest<'_>) -> u64 {
         let base = match &self.spec.latency {
             Latency::Fixed(d) => ns(*d) as f64,
-            Latency::LogNormal { median, sigma } => ns(*median) as f64 * (sigma * self.rng.normal()).exp(),
+            Latency::LogNormal { median, sigma } => {
+                ns(*median) as f64 * (sigma * self.rng.normal()).exp()
+            }
         };
         let factor = self
             .spec
@@ -127,19 +136,38 @@ impl State {
         let now = ns(now);
         let start = *self.start.get_or_insert(now);
         let rel = Duration::from_nanos(now - start);
-        let in_window = self.spec.failure_windows.iter().any(|w| w.from <= rel && rel < w.to);
-        let fails = in_window || (self.spec.failure_rate > 0.0 && self.rng.next_f64() < self.spec.failure_rate);
+        let in_window = self
+            .spec
+            .failure_windows
+            .iter()
+            .any(|w| w.from <= rel && rel < w.to);
+        let fails = in_window
+            || (self.spec.failure_rate > 0.0 && self.rng.next_f64() < self.spec.failure_rate);
         if fails {
             match self.spec.failure {
-                FailureMode::Reset => return UpstreamAction::Respond { after: Duration::ZERO, reply: UpstreamReply::Reset },
-                FailureMode::ConnectFailure => return UpstreamAction::Respond { after: Duration::ZERO, reply: UpstreamReply::ConnectFailure },
+                FailureMode::Reset => {
+                    return UpstreamAction::Respond {
+                        after: Duration::ZERO,
+                        reply: UpstreamReply::Reset,
+                    };
+                }
+                FailureMode::ConnectFailure => {
+                    return UpstreamAction::Respond {
+                        after: Duration::ZERO,
+                        reply: UpstreamReply::ConnectFailure,
+                    };
+                }
                 FailureMode::Status(_) => {}
             }
         }
-        if let Some(limit) = self.spec.queue_limit {
-            if self.queued(now) >= limit && self.free_at.peek().is_some_and(|Reverse(t)| *t > now) {
-                return UpstreamAction::Respond { after: Duration::ZERO, reply: UpstreamReply::status(503, "overloaded") };
-            }
+        if let Some(limit) = self.spec.queue_limit
+            && self.queued(now) >= limit
+            && self.free_at.peek().is_some_and(|Reverse(t)| *t > now)
+        {
+            return UpstreamAction::Respond {
+                after: Duration::ZERO,
+                reply: UpstreamReply::status(503, "overloaded"),
+            };
         }
         let service = self.service(req);
         let Reverse(free) = self.free_at.pop().unwrap_or(Reverse(now));
@@ -150,13 +178,22 @@ impl State {
             self.waiting.push_back(begin);
         }
         self.served += 1;
-        let grpc = self.spec.grpc && req.headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc"));
+        let grpc = self.spec.grpc
+            && req
+                .headers
+                .get("content-type")
+                .is_some_and(|c| c.starts_with("application/grpc"));
         let reply = match (fails, &self.spec.failure, grpc) {
-            (true, FailureMode::Status(code), false) => UpstreamReply::status(*code, "upstream failure"),
+            (true, FailureMode::Status(code), false) => {
+                UpstreamReply::status(*code, "upstream failure")
+            }
             (true, FailureMode::Status(_), true) => UpstreamReply::grpc(14, Vec::new()),
             (_, _, true) => UpstreamReply::grpc(0, b"ok".to_vec()),
             _ => UpstreamReply::status(200, "ok"),
         };
-        UpstreamAction::Respond { after: Duration::from_nanos(end - now), reply }
+        UpstreamAction::Respond {
+            after: Duration::from_nanos(end - now),
+            reply,
+        }
     }
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::model::State;
 use super::LoadSpec;
+use super::model::State;
 use crate::{Envoy, StreamRecord};
 
 /// Counters for one request class.
@@ -69,7 +69,7 @@ pub struct LoadReport {
     pub wasm_failures: u64,
     /// Streams still open at the end.
     pub unfinished: u64,
-    /// OK answers per second of the run's duration.
+    /// OK answers completed while arrivals were running, per second of the run's duration.
     pub goodput_rps: f64,
     /// Latency percentiles of OK requests, ms.
     pub p50_ms: f64,
@@ -87,6 +87,10 @@ pub struct LoadReport {
     pub series: Vec<Window>,
     #[serde(skip)]
     start_ns: u64,
+    #[serde(skip)]
+    end_ns: u64,
+    #[serde(skip)]
+    ok_in_run: u64,
     #[serde(skip)]
     duration_s: f64,
     #[serde(skip)]
@@ -108,7 +112,9 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
         return 0.0;
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i.min(sorted.len() - 1)).map_or(0.0, |v| *v as f64 / 1e6)
+    sorted
+        .get(i.min(sorted.len() - 1))
+        .map_or(0.0, |v| *v as f64 / 1e6)
 }
 
 enum Outcome {
@@ -133,13 +139,18 @@ fn classify(rec: &StreamRecord) -> Outcome {
     }
     let status = rec.downstream.status().unwrap_or(0);
     let grpc_ok = rec.downstream.grpc_status().is_none_or(|s| s == 0);
-    if (200..300).contains(&status) && grpc_ok { Outcome::Ok } else { Outcome::Error }
+    if (200..300).contains(&status) && grpc_ok {
+        Outcome::Ok
+    } else {
+        Outcome::Error
+    }
 }
 
 impl LoadReport {
     pub(crate) fn new(spec: &LoadSpec, start_ns: u64) -> Self {
         let mut r = LoadReport {
             start_ns,
+            end_ns: start_ns.saturating_add(crate::clock::ns(spec.duration)),
             duration_s: spec.duration.as_secs_f64(),
             class_names: spec.classes.iter().map(|c| c.name.clone()).collect(),
             sample: spec.sample_metrics.clone(),
@@ -152,7 +163,11 @@ impl LoadReport {
     }
 
     fn class(&mut self, i: usize) -> &mut ClassStats {
-        let name = self.class_names.get(i).cloned().unwrap_or_else(|| "default".into());
+        let name = self
+            .class_names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| "default".into());
         self.classes.entry(name).or_default()
     }
 
@@ -164,10 +179,16 @@ impl LoadReport {
 
     pub(crate) fn on_finished(&mut self, rec: &StreamRecord, class: usize) {
         self.completed += 1;
-        let lat = rec.end_ns.unwrap_or(rec.start_ns).saturating_sub(rec.start_ns);
+        let lat = rec
+            .end_ns
+            .unwrap_or(rec.start_ns)
+            .saturating_sub(rec.start_ns);
         match classify(rec) {
             Outcome::Ok => {
                 self.ok += 1;
+                if rec.end_ns.is_some_and(|t| t <= self.end_ns) {
+                    self.ok_in_run += 1;
+                }
                 self.cur.ok += 1;
                 self.class(class).ok += 1;
                 self.ok_lat.push(lat);
@@ -209,7 +230,9 @@ impl LoadReport {
         let m = envoy.metrics();
         for name in &self.sample {
             let v = match m.get(name) {
-                Some(crate::MetricValue::Counter { value } | crate::MetricValue::Gauge { value }) => *value,
+                Some(
+                    crate::MetricValue::Counter { value } | crate::MetricValue::Gauge { value },
+                ) => *value,
                 _ => 0,
             };
             w.metrics.insert(name.clone(), v);
@@ -226,14 +249,24 @@ impl LoadReport {
         self.p99_ms = pct(&self.ok_lat, 0.99);
         self.max_ms = self.ok_lat.last().map_or(0.0, |v| *v as f64 / 1e6);
         self.rejected_p50_ms = pct(&self.rej_lat, 0.5);
-        self.goodput_rps = if self.duration_s > 0.0 { self.ok as f64 / self.duration_s } else { 0.0 };
+        self.goodput_rps = if self.duration_s > 0.0 {
+            self.ok_in_run as f64 / self.duration_s
+        } else {
+            0.0
+        };
     }
 
     /// One machine-readable line in the project's benchmark format.
     pub fn summary_line(&self, config: &str) -> String {
         format!(
             "config={config} sent={} goodput_rps={:.0} rejected={} errors={} timeouts={} p50_ms={:.1} p99_ms={:.1}",
-            self.sent, self.goodput_rps, self.rejected, self.errors, self.timeouts, self.p50_ms, self.p99_ms
+            self.sent,
+            self.goodput_rps,
+            self.rejected,
+            self.errors,
+            self.timeouts,
+            self.p50_ms,
+            self.p99_ms
         )
     }
 }

@@ -6,4 +6,18 @@
 
 mod support;
 
+mod bodies;
+mod callouts;
+mod failure;
+mod foreign;
+mod headers;
+mod lifecycle;
+mod load;
+mod local_reply;
+mod metrics;
+mod properties;
+mod scenario;
+mod shared;
 mod smoke;
+mod ticks;
+mod wasi;
