@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
+mod host_sim;
 mod overhead;
+mod overload;
 
 /// Options common to every benchmark.
 #[derive(Debug)]
@@ -31,7 +33,7 @@ impl Opts {
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
-        bail!("usage: meshguard-bench <overhead> [--envoy PATH] [--dist DIR] [options]");
+        bail!("usage: meshguard-bench <overhead|overload|host-sim> [--envoy PATH] [--dist DIR] [options]");
     }
     let name = args.remove(0);
     // --envoy and --dist configure the harness through its environment variables.
@@ -50,6 +52,8 @@ fn main() -> Result<()> {
     let opts = Opts { args };
     match name.as_str() {
         "overhead" => overhead::run(&opts),
-        other => bail!("unknown benchmark {other:?} (have: overhead)"),
+        "overload" => overload::run(&opts),
+        "host-sim" => host_sim::run(&opts),
+        other => bail!("unknown benchmark {other:?} (have: overhead, overload, host-sim)"),
     }
 }
