@@ -13,6 +13,7 @@ mod foreign;
 mod headers;
 mod lifecycle;
 mod load;
+mod load_shed;
 mod local_reply;
 mod metrics;
 mod properties;

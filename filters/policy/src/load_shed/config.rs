@@ -7,7 +7,7 @@
 //!     "initial_concurrency_limit": 20, "min_concurrency_limit": 2,
 //!     "max_concurrency_limit": 1000, "concurrency_update_interval": "100ms"
 //!   },
-//!   "gradient": {"sample_aggregate_percentile": 50, "buffer_percent": 25, "min_samples": 10},
+//!   "gradient": {"sample_aggregate_percentile": 50, "buffer_percent": 25, "min_samples": 50},
 //!   "criticality": {
 //!     "header": "x-criticality",
 //!     "header_values": {"batch": "SHEDDABLE"},
@@ -82,7 +82,8 @@ pub struct RawGradient {
     /// How far above the baseline latency may rise before the limit shrinks, in percent.
     /// Default 25.
     pub buffer_percent: Option<f64>,
-    /// Completed requests an interval needs to change the limit. Default 10.
+    /// Latency samples a decision needs (older intervals are merged in at low traffic).
+    /// Default 50.
     pub min_samples: Option<u32>,
 }
 
@@ -194,7 +195,7 @@ impl TryFrom<RawConfig> for Config {
             "gradient.buffer_percent",
             || "must be between 0 and 1000".into(),
         )?;
-        let min_samples = g.min_samples.unwrap_or(10);
+        let min_samples = g.min_samples.unwrap_or(50);
         ensure(min_samples >= 1, "gradient.min_samples", || {
             "must be at least 1".into()
         })?;

@@ -7,7 +7,8 @@
 //! sample   = percentile(p) of the latency of requests completed in the interval
 //! baseline = the same percentile of requests admitted at low load (in-flight ≤ ½·L)
 //! g        = tolerance · baseline / sample
-//! g < 1  (latency above tolerance):  L ← L + smoothing · (L·max(g, 0.5) − L)
+//! g < 1  (latency above tolerance):  L ← L + smoothing · (T − L),  T = L·max(g, 0.5)
+//!                                     (app-limited: T ≥ 2 × peak in-flight)
 //! g ≥ 1  and peak in-flight ≥ ½·L:   L ← L + smoothing · min(√L, L·(g − 1))
 //! g ≥ 1  and peak in-flight < ½·L:   hold (app-limited: no evidence that more helps)
 //! L clamped to [min_limit, max_limit]
@@ -46,7 +47,8 @@ pub struct GradientParams {
     pub tolerance: f64,
     /// Percentile of latency compared, in (0, 1). Default 0.5.
     pub percentile: f64,
-    /// Completed requests an interval needs before it changes anything. Default 10.
+    /// Latency samples a decision needs; at low traffic older intervals are merged in until
+    /// there are this many. Default 50 (Envoy's minRTT `request_count`).
     pub min_samples: u64,
     /// Smallest factor one interval may multiply the limit by. Default 0.5.
     pub max_decrease: f64,
@@ -54,7 +56,7 @@ pub struct GradientParams {
     pub smoothing: f64,
     /// The limit grows only when peak in-flight ≥ this fraction of it. Default 0.5.
     pub app_limited: f64,
-    /// Weight of a new baseline reading. Default 0.2.
+    /// Weight of a new baseline reading (the baseline is a slow average). Default 0.05.
     pub baseline_smoothing: f64,
 }
 
@@ -66,11 +68,11 @@ impl Default for GradientParams {
             max_limit: 1000.0,
             tolerance: 1.25,
             percentile: 0.5,
-            min_samples: 10,
+            min_samples: 50,
             max_decrease: 0.5,
             smoothing: 0.5,
             app_limited: 0.5,
-            baseline_smoothing: 0.2,
+            baseline_smoothing: 0.05,
         }
     }
 }
@@ -176,11 +178,18 @@ impl GradientLimit {
         let g = p.tolerance * baseline / sample;
         self.last_gradient = g;
         let before = self.limit;
+        let app_limited = w.peak_inflight < p.app_limited * self.limit;
         let change = if g < 1.0 {
-            let target = self.limit * g.max(p.max_decrease);
+            let mut target = self.limit * g.max(p.max_decrease);
+            if app_limited {
+                // In-flight is far below the limit, so shrinking below the level where it would
+                // bind changes nothing now and only rejects the next burst: at low load a noisy
+                // latency reading must not walk the limit down.
+                target = target.max(w.peak_inflight / p.app_limited);
+            }
             self.limit += p.smoothing * (target - self.limit);
             Change::Shrank
-        } else if w.peak_inflight >= p.app_limited * self.limit {
+        } else if !app_limited {
             self.limit += p.smoothing * self.limit.sqrt().min(self.limit * (g - 1.0));
             Change::Grew
         } else {
@@ -226,12 +235,12 @@ mod tests {
             ),
             (20.0, 2.0, 1000.0, 1.25, 0.5)
         );
-        assert_eq!(p.min_samples, 10);
+        assert_eq!(p.min_samples, 50);
         assert_eq!(
             (p.max_decrease, p.smoothing, p.app_limited),
             (0.5, 0.5, 0.5)
         );
-        assert_eq!(p.baseline_smoothing, 0.2);
+        assert_eq!(p.baseline_smoothing, 0.05);
     }
 
     #[test]
@@ -291,7 +300,7 @@ mod tests {
         assert_eq!(l.baseline(), Some(20.0));
         assert_eq!(l.limit(), 2.0); // floor
         // The service got intrinsically slower and load fell: low-load samples say 30.
-        for _ in 0..50 {
+        for _ in 0..200 {
             l.update(&window(30.0, Some(30.0), 1.0));
         }
         assert!((l.baseline().unwrap() - 30.0).abs() < 0.01);

@@ -188,19 +188,20 @@ pub fn run(config_json: &str, phases: &[(u64, [f64; 4], usize)], seed: u64) -> O
             // Ticks, the second worker half an interval later.
             for (i, w) in workers.iter_mut().enumerate() {
                 if (t + i as u64 * interval / 2).is_multiple_of(interval)
-                    && let Some(d) = w.tick(t * 1_000_000, &mut store) {
-                        limit_now = d.limit;
-                        if std::env::var_os("SIM_TRACE").is_some() {
-                            eprintln!(
-                                "t={t} limit={:.1} base={:.0} sample={:.0} inflight={} ll={:?}",
-                                d.limit,
-                                d.baseline_us,
-                                d.sample_us,
-                                d.inflight,
-                                store_low_load(&mut store)
-                            );
-                        }
+                    && let Some(d) = w.tick(t * 1_000_000, &mut store)
+                {
+                    limit_now = d.limit;
+                    if std::env::var_os("SIM_TRACE").is_some() {
+                        eprintln!(
+                            "t={t} limit={:.1} base={:.0} sample={:.0} inflight={} ll={:?}",
+                            d.limit,
+                            d.baseline_us,
+                            d.sample_us,
+                            d.inflight,
+                            store_low_load(&mut store)
+                        );
                     }
+                }
             }
         }
     }

@@ -5,15 +5,22 @@
 //! local memory. [`Worker::tick`] does all shared-data work once per update interval; see
 //! [`super::shared`] for the scheme.
 
+use std::collections::VecDeque;
+
 use super::config::Config;
 use super::criticality::{Admit, ClassAdmission, Criticality};
 use super::gradient::{GradientLimit, Window};
 use super::shared::{Report, State, split};
+use crate::histogram::Histogram;
 use crate::num::{ceil_u64, floor_u32, u64_f64};
 use crate::store::Store;
 
 /// A leadership claim lasts this many update intervals without renewal.
 pub const LEADER_TTL_INTERVALS: u64 = 3;
+/// Low-load samples needed to update the baseline (a start-up under overload yields few).
+pub const MIN_BASELINE_SAMPLES: u64 = 5;
+/// A decision looks back at most this many intervals to find enough latency samples.
+pub const HISTORY_INTERVALS: usize = 10;
 /// Reports older than this many intervals are ignored (their worker is gone or idle).
 pub const REPORT_TTL_INTERVALS: u64 = 3;
 
@@ -56,6 +63,7 @@ pub struct Worker {
     params: super::gradient::GradientParams,
     last_seq: Vec<(u32, u64)>,
     demand: Vec<(u32, f64)>,
+    history: VecDeque<(Histogram, Histogram)>,
 }
 
 #[derive(Debug)]
@@ -92,6 +100,7 @@ impl Worker {
             params: config.gradient.clone(),
             last_seq: Vec::new(),
             demand: Vec::new(),
+            history: VecDeque::new(),
         }
     }
 
@@ -238,8 +247,8 @@ impl Worker {
             .unwrap_or(0)
             .min(1024);
         let ttl = self.interval_ns.saturating_mul(REPORT_TTL_INTERVALS);
-        let mut latency = crate::histogram::Histogram::new();
-        let mut low_load = crate::histogram::Histogram::new();
+        let mut latency = Histogram::new();
+        let mut low_load = Histogram::new();
         // The busiest worker relative to its lease decides whether the limit is used: leases
         // split the limit, so one worker can be at its lease while the sum of peaks is not.
         let mut peak_ratio = 0.0f64;
@@ -297,16 +306,30 @@ impl Worker {
                 }
             }
         }
+        // A decision needs `min_samples` latencies: at high traffic the newest interval has
+        // them (fast reaction); at low traffic older intervals are added, newest first, up to
+        // HISTORY_INTERVALS (so noise at low rates does not move the limit).
+        self.history.push_front((latency, low_load));
+        self.history.truncate(HISTORY_INTERVALS);
         let p = limit.params();
-        let pct = |h: &crate::histogram::Histogram, min: u64| {
+        let mut lat = Histogram::new();
+        let mut low = Histogram::new();
+        for (l, ll) in &self.history {
+            if lat.count() < p.min_samples {
+                lat.merge(l);
+            }
+            // Low-load samples are rare under overload: use the whole history.
+            low.merge(ll);
+        }
+        let pct = |h: &Histogram, min: u64| {
             (h.count() >= min)
                 .then(|| h.percentile(p.percentile))
                 .flatten()
                 .map(u64_f64)
         };
         let window = Window {
-            sample: pct(&latency, p.min_samples),
-            low_load: pct(&low_load, (p.min_samples / 2).max(1)),
+            sample: pct(&lat, p.min_samples),
+            low_load: pct(&low, MIN_BASELINE_SAMPLES),
             peak_inflight: peak_ratio * limit.limit(),
         };
         limit.update(&window);
