@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod circuit_breaker;
 pub mod duration;
 pub mod grpc;
 pub mod histogram;
