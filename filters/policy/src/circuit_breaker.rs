@@ -9,6 +9,7 @@
 //! - [`window`]: failure-rate and slow-call-rate windows (count- or time-based).
 
 pub mod config;
+pub mod engine;
 pub mod outcome;
 pub mod state;
 pub mod window;

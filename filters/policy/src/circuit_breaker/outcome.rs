@@ -74,13 +74,14 @@ impl Classifier {
             };
         };
         if o.grpc
-            && let Some(g) = o.grpc_status {
-                return if self.grpc_failures.contains(&g) {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                };
-            }
+            && let Some(g) = o.grpc_status
+        {
+            return if self.grpc_failures.contains(&g) {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+        }
         if self
             .http_failures
             .iter()
