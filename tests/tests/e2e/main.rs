@@ -3,6 +3,7 @@
 //! One test binary, a module per topic (as wasmtime does): Envoy start-up is the slow part, so
 //! tests that can share one Envoy with several listeners do.
 
+mod circuit_breaker;
 mod config;
 mod load_shed;
 mod proxy;
