@@ -8,6 +8,7 @@ mod support;
 
 mod bodies;
 mod callouts;
+mod circuit_breaker;
 mod failure;
 mod foreign;
 mod headers;
