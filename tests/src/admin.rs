@@ -16,13 +16,24 @@ pub fn post(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     request(addr, "POST", path)
 }
 
+/// PUT `body` (JSON) to `path`; returns (status, body).
+pub fn put(addr: SocketAddr, path: &str, body: &str) -> Result<(u16, String)> {
+    request_with(addr, "PUT", path, body)
+}
+
 fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
+    request_with(addr, method, path, "")
+}
+
+fn request_with(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .with_context(|| format!("connecting to admin {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;

@@ -1,4 +1,5 @@
-//! Benchmark plumbing shared by `meshguard-bench`: load generators, CPU accounting, rows.
+//! Benchmark plumbing shared by `meshguard-bench`: load generators, CPU accounting (Envoy's
+//! CPU per request with `direct_response`, used by `overhead` and `host-sim`), rows.
 //!
 //! Every benchmark prints a human table and, per row, one machine-readable line
 //! `bench=<name> config=<config> key=value ...` (DESIGN.md "Benchmark output"). Anchors are rows
@@ -10,6 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+use crate::{Envoy, EnvoyConfig, Filter, Listener};
 
 /// What one `wrk` run reported.
 #[derive(Clone, Copy, Debug, Default)]
@@ -91,6 +94,70 @@ fn parse_wrk_duration(s: &str) -> Option<f64> {
         return v.parse::<f64>().ok().map(|v| v * 60.0);
     }
     s.strip_suffix('s')?.parse().ok()
+}
+
+/// One Envoy for a CPU-per-request measurement (baselines.md §1): `--concurrency 1`, a route
+/// with `direct_response` 200 `ok` (no upstream), `filters` before the router; pinned to core 0
+/// (wrk runs on core 1) when `taskset` exists.
+///
+/// # Errors
+/// When Envoy does not start.
+pub fn start_direct_response_envoy(filters: Vec<Filter>) -> Result<Envoy> {
+    let mut l = Listener::new("bench").direct_response(200, "ok");
+    for f in filters {
+        l = l.filter(f);
+    }
+    let cfg = EnvoyConfig::new(None).concurrency(1).listener(l);
+    let envoy = Envoy::start(&cfg)?;
+    pin(envoy.pid(), 0);
+    Ok(envoy)
+}
+
+/// Pins a process (all its threads) to one CPU when `taskset` exists; best effort.
+pub fn pin(pid: u32, cpu: u32) {
+    if which("taskset") {
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+            .output();
+    }
+}
+
+/// What one measured `wrk` run cost Envoy.
+#[derive(Clone, Copy, Debug)]
+pub struct EnvoyCpuSample {
+    /// Envoy process CPU (user + system) per request served, in microseconds.
+    pub cpu_us_per_req: f64,
+    /// Requests per wall-clock second.
+    pub rps: f64,
+}
+
+impl EnvoyCpuSample {
+    /// Requests per CPU-second of Envoy.
+    pub fn rps_per_cpu_s(&self) -> f64 {
+        1e6 / self.cpu_us_per_req
+    }
+}
+
+/// Runs `wrk -t1 -c<connections>` (pinned to core 1) against the `bench` listener of an Envoy
+/// started by [`start_direct_response_envoy`] and divides Envoy's CPU time by the requests.
+///
+/// # Errors
+/// When wrk fails, or any response was not 2xx or any socket error happened.
+pub fn measure_envoy_cpu(
+    envoy: &Envoy,
+    connections: u32,
+    duration: Duration,
+) -> Result<EnvoyCpuSample> {
+    let before = envoy.cpu_time()?;
+    let r = wrk(envoy.listener("bench"), connections, duration, Some(1))?;
+    let cpu = envoy.cpu_time()?.saturating_sub(before);
+    if r.non_2xx > 0 || r.errors > 0 {
+        bail!("{} non-2xx, {} socket errors", r.non_2xx, r.errors);
+    }
+    Ok(EnvoyCpuSample {
+        cpu_us_per_req: cpu.as_secs_f64() * 1e6 / r.requests as f64,
+        rps: r.requests as f64 / r.seconds.max(1e-9),
+    })
 }
 
 /// True when `prog` is on PATH.

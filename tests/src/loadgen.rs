@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -23,6 +23,9 @@ pub struct Phase {
     pub headers: Vec<(String, String)>,
     /// Label for reports.
     pub label: String,
+    /// Send unary gRPC calls over h2c (`POST /meshguard.test.v1.Echo/Unary`) instead of
+    /// HTTP/1.1 GETs; success is `grpc-status: 0`.
+    pub grpc: bool,
 }
 
 /// The fate of one request.
@@ -55,6 +58,10 @@ pub struct PhaseResult {
     pub ok_latency_ms: Vec<f64>,
     /// Phase length (s).
     pub seconds: f64,
+    /// Every request: (seconds since the phase started when it was sent, outcome status —
+    /// HTTP status, or for gRPC `200` when `grpc-status` is 0 and `1000 + grpc-status`
+    /// otherwise; 0 for timeouts and errors), in sending order.
+    pub timeline: Vec<(f64, u16)>,
 }
 
 impl PhaseResult {
@@ -93,12 +100,26 @@ impl Rng {
     }
 }
 
+type Body = http_body_util::Full<bytes::Bytes>;
+
+/// An empty `EchoRequest`, gRPC-framed (5-byte prefix, no payload).
+const GRPC_EMPTY: &[u8] = &[0, 0, 0, 0, 0];
+
 /// Runs `phases` in order against `url` (concurrently: several phases = several traffic
 /// classes at once when `parallel`, else one after the other). Returns one result per phase.
-pub async fn run(url: &str, phases: &[Phase], timeout: Duration, parallel: bool, seed: u64) -> Result<Vec<PhaseResult>> {
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+pub async fn run(
+    url: &str,
+    phases: &[Phase],
+    timeout: Duration,
+    parallel: bool,
+    seed: u64,
+) -> Result<Vec<PhaseResult>> {
+    let client: Client<_, Body> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(4096)
         .pool_idle_timeout(Duration::from_secs(30))
+        .build_http();
+    let h2: Client<_, Body> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
         .build_http();
     let uri: hyper::Uri = url.parse()?;
     let mut handles = Vec::new();
@@ -106,7 +127,12 @@ pub async fn run(url: &str, phases: &[Phase], timeout: Duration, parallel: bool,
     for (i, phase) in phases.iter().enumerate() {
         let start_after = if parallel { Duration::ZERO } else { offset };
         offset += phase.duration;
-        let (client, uri, phase) = (client.clone(), uri.clone(), phase.clone());
+        let client = if phase.grpc {
+            h2.clone()
+        } else {
+            client.clone()
+        };
+        let (uri, phase) = (uri.clone(), phase.clone());
         let seed = seed.wrapping_add(i as u64 * 7919) | 1;
         handles.push(tokio::spawn(async move {
             tokio::time::sleep(start_after).await;
@@ -121,7 +147,7 @@ pub async fn run(url: &str, phases: &[Phase], timeout: Duration, parallel: bool,
 }
 
 async fn run_phase(
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
     uri: hyper::Uri,
     phase: Phase,
     timeout: Duration,
@@ -133,26 +159,50 @@ async fn run_phase(
     let mut tasks = Vec::new();
     while next < phase.duration {
         tokio::time::sleep_until((start + next).into()).await;
-        let mut req = hyper::Request::get(uri.clone());
+        let mut req = if phase.grpc {
+            let uri = format!("{}meshguard.test.v1.Echo/Unary", uri);
+            hyper::Request::post(uri)
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+        } else {
+            hyper::Request::get(uri.clone())
+        };
         for (k, v) in &phase.headers {
             req = req.header(k, v);
         }
-        let req = req.body(Empty::new())?;
+        let body = if phase.grpc {
+            Body::from(GRPC_EMPTY)
+        } else {
+            Body::default()
+        };
+        let req = req.body(body)?;
         let client = client.clone();
+        let grpc = phase.grpc;
+        let offset = next.as_secs_f64();
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            match tokio::time::timeout(timeout, async {
+            let result = tokio::time::timeout(timeout, async {
                 let resp = client.request(req).await?;
-                let status = resp.status().as_u16();
-                resp.into_body().collect().await?;
+                let mut status = resp.status().as_u16();
+                let header_grpc = grpc_status(resp.headers());
+                let collected = resp.into_body().collect().await?;
+                if grpc && status == 200 {
+                    let code = header_grpc.or_else(|| collected.trailers().and_then(grpc_status));
+                    status = match code {
+                        Some(0) => 200,
+                        Some(c) => 1000 + c,
+                        None => 1002,
+                    };
+                }
                 anyhow::Ok(status)
             })
-            .await
-            {
+            .await;
+            let outcome = match result {
                 Ok(Ok(status)) => Outcome::Status(status, sent.elapsed()),
                 Ok(Err(_)) => Outcome::Error,
                 Err(_) => Outcome::Timeout,
-            }
+            };
+            (offset, outcome)
         }));
         next += Duration::from_secs_f64(-rng.unit().ln() / phase.rps);
     }
@@ -163,7 +213,15 @@ async fn run_phase(
     };
     for t in tasks {
         r.sent += 1;
-        match t.await? {
+        let (offset, outcome) = t.await?;
+        r.timeline.push((
+            offset,
+            match outcome {
+                Outcome::Status(s, _) => s,
+                _ => 0,
+            },
+        ));
+        match outcome {
             Outcome::Status(s, latency) if (200..300).contains(&s) => {
                 r.ok += 1;
                 r.ok_latency_ms.push(latency.as_secs_f64() * 1000.0);
@@ -177,10 +235,14 @@ async fn run_phase(
     Ok(r)
 }
 
+fn grpc_status(h: &http::HeaderMap) -> Option<u16> {
+    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
 /// Closed-loop saturation: `concurrency` workers sending back to back for `duration`; returns
 /// completed requests per second (the service's capacity when `concurrency` exceeds it).
 pub async fn saturate(url: &str, concurrency: usize, duration: Duration) -> Result<f64> {
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+    let client: Client<_, Body> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(4096)
         .build_http();
     let uri: hyper::Uri = url.parse()?;
@@ -191,7 +253,14 @@ pub async fn saturate(url: &str, concurrency: usize, duration: Duration) -> Resu
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                if let Ok(resp) = client.get(uri.clone()).await {
+                if let Ok(resp) = client
+                    .request(
+                        hyper::Request::get(uri.clone())
+                            .body(Body::default())
+                            .unwrap_or_default(),
+                    )
+                    .await
+                {
                     if resp.into_body().collect().await.is_ok() {
                         n += 1;
                     }

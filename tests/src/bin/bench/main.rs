@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
+mod breaker;
 mod host_sim;
 mod overhead;
 mod overload;
+mod upstream_proc;
 
 /// Options common to every benchmark.
 #[derive(Debug)]
@@ -33,7 +35,9 @@ impl Opts {
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
-        bail!("usage: meshguard-bench <overhead|overload|host-sim> [--envoy PATH] [--dist DIR] [options]");
+        bail!(
+            "usage: meshguard-bench <overhead|overload|breaker|host-sim> [--envoy PATH] [--dist DIR] [options]"
+        );
     }
     let name = args.remove(0);
     // --envoy and --dist configure the harness through its environment variables.
@@ -53,7 +57,8 @@ fn main() -> Result<()> {
     match name.as_str() {
         "overhead" => overhead::run(&opts),
         "overload" => overload::run(&opts),
+        "breaker" => breaker::run(&opts),
         "host-sim" => host_sim::run(&opts),
-        other => bail!("unknown benchmark {other:?} (have: overhead, overload, host-sim)"),
+        other => bail!("unknown benchmark {other:?} (have: overhead, overload, breaker, host-sim)"),
     }
 }

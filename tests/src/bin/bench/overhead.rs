@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use meshguard_tests::Filter;
 use meshguard_tests::bench::{self, Row};
-use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener};
 
 use crate::Opts;
 
@@ -52,16 +52,8 @@ pub fn run(opts: &Opts) -> Result<()> {
         if !only.is_empty() && !only.split(',').any(|o| o == name || o == "no_filter") {
             continue;
         }
-        let mut l = Listener::new("bench").direct_response(200, "ok");
-        for f in filters {
-            l = l.filter(f);
-        }
-        let mut cfg = EnvoyConfig::new(None).concurrency(1).listener(l);
-        // Pin Envoy to core 0; wrk runs on core 1.
-        cfg.extra_args = vec![];
-        let envoy = Envoy::start(&cfg)?;
-        pin(envoy.pid(), 0);
-        envoys.push((name, envoy));
+        // Envoy pinned to core 0; wrk runs on core 1.
+        envoys.push((name, bench::start_direct_response_envoy(filters)?));
     }
     eprintln!(
         "overhead: {} configs x {rounds} rounds x {secs}s, wrk -t1 -c{connections}, Envoy --concurrency 1",
@@ -69,12 +61,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     );
     // Warm-up: V8 tiers up hot Wasm functions; measure steady state.
     for (_, envoy) in &envoys {
-        bench::wrk(
-            envoy.listener("bench"),
-            connections,
-            Duration::from_secs(1),
-            Some(1),
-        )?;
+        bench::measure_envoy_cpu(envoy, connections, Duration::from_secs(1))?;
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); envoys.len()];
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); envoys.len()];
@@ -83,14 +70,10 @@ pub fn run(opts: &Opts) -> Result<()> {
         for k in 0..envoys.len() {
             let i = (k + round) % envoys.len();
             let (name, envoy) = &envoys[i];
-            let before = envoy.cpu_time()?;
-            let r = bench::wrk(envoy.listener("bench"), connections, duration, Some(1))?;
-            let cpu = envoy.cpu_time()? - before;
-            if r.non_2xx > 0 || r.errors > 0 {
-                bail!("{name}: {} non-2xx, {} socket errors", r.non_2xx, r.errors);
-            }
-            samples[i].push(cpu.as_secs_f64() * 1e6 / r.requests as f64);
-            rps[i].push(r.requests as f64 / r.seconds.max(1e-9));
+            let sample = bench::measure_envoy_cpu(envoy, connections, duration)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            samples[i].push(sample.cpu_us_per_req);
+            rps[i].push(sample.rps);
         }
         eprintln!("  round {}/{rounds} done", round + 1);
     }
@@ -113,13 +96,4 @@ pub fn run(opts: &Opts) -> Result<()> {
         .collect();
     bench::print_rows(&rows);
     Ok(())
-}
-
-/// Pins a process (all its threads) to one CPU when `taskset` exists; best effort.
-fn pin(pid: u32, cpu: u32) {
-    if bench::which("taskset") {
-        let _ = std::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
-            .output();
-    }
 }

@@ -10,69 +10,21 @@
 //! pass-through. The criticality rows send a critical trickle (0.25× capacity) and, after a
 //! warm-up, 12× as much sheddable traffic (3× capacity).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use meshguard_tests::bench::{self, Row};
 use meshguard_tests::loadgen::{self, Phase, PhaseResult};
-use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, admin};
+use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener};
 use serde_json::{Value, json};
 
 use crate::Opts;
+use crate::upstream_proc::{drain, start_upstream};
 
 const UPSTREAM: &str = r#"{"seed": 42, "latency": {"lognormal": {"median_ms": 20, "sigma": 0.25}},
                            "capacity": {"concurrency": 20, "queue": "unbounded"}}"#;
 const TIMEOUT: Duration = Duration::from_secs(1);
 const CRITICALITY: &str = r#"{"criticality": {"header": "x-criticality"}}"#;
-
-struct Upstream {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_upstream() -> Result<Upstream> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("meshguard-upstream");
-    let mut child = Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--config", UPSTREAM])
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .context("upstream address")?
-        .parse()?;
-    Ok(Upstream { child, addr })
-}
-
-/// Waits until the upstream has nothing in flight or queued (the previous config's backlog).
-fn drain(up: &Upstream) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, body) = admin::get(up.addr, "/_upstream/stats")?;
-        let v: Value = serde_json::from_str(&body)?;
-        if v["in_flight"].as_u64() == Some(0) && v["queued"].as_u64() == Some(0) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("upstream did not drain");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn native_ac() -> Value {
     json!({
@@ -111,6 +63,7 @@ fn phase(label: &str, rps: f64, secs: f64, headers: &[(&str, &str)]) -> Phase {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         label: label.to_owned(),
+        grpc: false,
     }
 }
 
@@ -136,7 +89,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let upstream = start_upstream()?;
+    let upstream = start_upstream(UPSTREAM)?;
     let up_url = format!("http://{}/", upstream.addr);
     let capacity = rt.block_on(loadgen::saturate(&up_url, 100, Duration::from_secs(5)))?;
     drain(&upstream)?;
