@@ -260,11 +260,9 @@ pub async fn saturate(url: &str, concurrency: usize, duration: Duration) -> Resu
                             .unwrap_or_default(),
                     )
                     .await
-                {
-                    if resp.into_body().collect().await.is_ok() {
+                    && resp.into_body().collect().await.is_ok() {
                         n += 1;
                     }
-                }
             }
             n
         }));
