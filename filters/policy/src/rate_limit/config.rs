@@ -1,0 +1,292 @@
+//! `rate_limit` configuration.
+//!
+//! ```json
+//! {
+//!   "mode": "enforce",
+//!   "descriptors": [
+//!     {"name": "per_client", "entries": [{"client_address": {"trusted_hops": 1}}],
+//!      "token_bucket": {"max_tokens": 20, "tokens_per_fill": 10, "fill_interval": "1s"},
+//!      "max_dynamic_buckets": 1000},
+//!     {"name": "checkout", "entries": [{"path": {"prefix": "/checkout"}}, {"method": "POST"}],
+//!      "token_bucket": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "1s"}}
+//!   ],
+//!   "token_bucket": {"max_tokens": 1000, "tokens_per_fill": 1000, "fill_interval": "1s"},
+//!   "status": 429,
+//!   "response_body": "rate limited",
+//!   "x_ratelimit_headers": false,
+//!   "dry_run_header": null
+//! }
+//! ```
+//! `descriptors` are evaluated in order and the first full match takes its bucket; requests no
+//! rule matches take the top-level `token_bucket` when there is one, else pass.
+
+use serde::Deserialize;
+
+use super::bucket::Spec;
+use super::descriptor::Entry;
+use crate::duration::ConfigDuration;
+use crate::invalid::{Invalid, ensure};
+use crate::mode::Mode;
+
+/// Raw JSON (first phase).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `enforce` or `dry_run`.
+    pub mode: Mode,
+    /// Rules, first full match wins.
+    pub descriptors: Vec<RawRule>,
+    /// Bucket of requests no rule matches (none: they pass).
+    pub token_bucket: Option<RawBucket>,
+    /// Status of a limited request. Default 429.
+    pub status: Option<u16>,
+    /// Body of a limited request (and `grpc-message`). Default `rate limited`.
+    pub response_body: Option<String>,
+    /// Send `x-ratelimit-limit/remaining/reset` (IETF DRAFT_VERSION_03). Default false.
+    pub x_ratelimit_headers: bool,
+    /// In dry run, add this request header (value `1`) to requests that would be limited.
+    pub dry_run_header: Option<String>,
+}
+
+/// A rule.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Name (metrics, logs): lower-case letters, digits, `_`.
+    pub name: String,
+    /// Entries, all of which must match.
+    pub entries: Vec<Entry>,
+    /// The rule's bucket.
+    pub token_bucket: RawBucket,
+    /// Per-value rules: most buckets kept (older ones are evicted). Default 1000.
+    #[serde(default)]
+    pub max_dynamic_buckets: Option<u32>,
+}
+
+/// A token bucket.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucket {
+    /// Capacity (burst).
+    pub max_tokens: u32,
+    /// Tokens per fill. Default 1.
+    #[serde(default)]
+    pub tokens_per_fill: Option<u32>,
+    /// Fill period.
+    pub fill_interval: ConfigDuration,
+}
+
+/// A validated rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Name.
+    pub name: String,
+    /// Entries.
+    pub entries: Vec<Entry>,
+    /// Bucket.
+    pub bucket: Spec,
+    /// Per value (one bucket per distinct entry values).
+    pub per_value: bool,
+    /// Slots of the per-value table.
+    pub max_dynamic_buckets: u32,
+}
+
+/// A validated config.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Enforce or dry run.
+    pub mode: Mode,
+    /// Rules.
+    pub rules: Vec<Rule>,
+    /// Default bucket.
+    pub default_bucket: Option<Spec>,
+    /// Limited status.
+    pub status: u16,
+    /// Limited body.
+    pub body: String,
+    /// Rate-limit headers.
+    pub x_ratelimit_headers: bool,
+    /// Dry-run marker header (lower-case).
+    pub dry_run_header: Option<String>,
+}
+
+/// Largest per-value table (slots in shared data, each ~40 bytes).
+pub const MAX_DYNAMIC_BUCKETS: u32 = 100_000;
+
+fn bucket(raw: &RawBucket, field: &str) -> Result<Spec, Invalid> {
+    ensure(raw.max_tokens >= 1, &format!("{field}.max_tokens"), || {
+        "must be at least 1".into()
+    })?;
+    let per_fill = raw.tokens_per_fill.unwrap_or(1);
+    ensure(per_fill >= 1, &format!("{field}.tokens_per_fill"), || {
+        "must be at least 1".into()
+    })?;
+    let interval = raw.fill_interval.as_nanos_u64();
+    ensure(
+        interval >= 1_000_000,
+        &format!("{field}.fill_interval"),
+        || "must be at least 1ms".into(),
+    )?;
+    Ok(Spec {
+        max_tokens: raw.max_tokens,
+        tokens_per_fill: per_fill,
+        fill_interval_ns: interval,
+    })
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = Invalid;
+
+    fn try_from(raw: RawConfig) -> Result<Self, Invalid> {
+        let mut rules = Vec::new();
+        for (i, r) in raw.descriptors.iter().enumerate() {
+            let f = format!("descriptors[{i}]");
+            ensure(is_name(&r.name), &format!("{f}.name"), || {
+                format!("{:?} must be 1-64 lower-case letters, digits or _", r.name)
+            })?;
+            ensure(
+                !rules.iter().any(|x: &Rule| x.name == r.name),
+                &format!("{f}.name"),
+                || format!("{:?} is used twice", r.name),
+            )?;
+            ensure(!r.entries.is_empty(), &format!("{f}.entries"), || {
+                "needs at least one entry".into()
+            })?;
+            let max_dynamic = r.max_dynamic_buckets.unwrap_or(1000);
+            ensure(
+                (1..=MAX_DYNAMIC_BUCKETS).contains(&max_dynamic),
+                &format!("{f}.max_dynamic_buckets"),
+                || format!("must be between 1 and {MAX_DYNAMIC_BUCKETS}"),
+            )?;
+            rules.push(Rule {
+                name: r.name.clone(),
+                per_value: r.entries.iter().any(Entry::is_per_value),
+                entries: r.entries.clone(),
+                bucket: bucket(&r.token_bucket, &format!("{f}.token_bucket"))?,
+                max_dynamic_buckets: max_dynamic,
+            });
+        }
+        let default_bucket = raw
+            .token_bucket
+            .as_ref()
+            .map(|b| bucket(b, "token_bucket"))
+            .transpose()?;
+        let status = raw.status.unwrap_or(429);
+        ensure((400..=599).contains(&status), "status", || {
+            "must be a 4xx or 5xx status".into()
+        })?;
+        let dry_run_header = match raw.dry_run_header {
+            Some(h) => {
+                ensure(
+                    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                    "dry_run_header",
+                    || format!("{h:?} is not a header name"),
+                )?;
+                Some(h.to_ascii_lowercase())
+            }
+            None => None,
+        };
+        Ok(Self {
+            mode: raw.mode,
+            rules,
+            default_bucket,
+            status,
+            body: raw.response_body.unwrap_or_else(|| "rate limited".into()),
+            x_ratelimit_headers: raw.x_ratelimit_headers,
+            dry_run_header,
+        })
+    }
+}
+
+impl Config {
+    /// True when some rule needs `source.address`.
+    pub fn needs_source_address(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.entries.iter().any(Entry::needs_source_address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use crate::test;
+
+    fn parse(json: &str) -> Result<Config, String> {
+        let raw: RawConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        Config::try_from(raw).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_per_value() {
+        let c = parse(
+            r#"{"descriptors": [{"name": "per_client", "entries": [{"client_address": {}}],
+                                 "token_bucket": {"max_tokens": 5, "fill_interval": "1s"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.status, c.body.as_str(), c.x_ratelimit_headers),
+            (429, "rate limited", false)
+        );
+        let r = &c.rules[0];
+        assert!(r.per_value);
+        assert_eq!(r.max_dynamic_buckets, 1000);
+        assert_eq!(
+            r.bucket,
+            Spec {
+                max_tokens: 5,
+                tokens_per_fill: 1,
+                fill_interval_ns: 1_000_000_000
+            }
+        );
+        assert!(c.needs_source_address() && c.default_bucket.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let b = r#""token_bucket": {"max_tokens": 5, "fill_interval": "1s"}"#;
+        let cases = [
+            (
+                format!(
+                    r#"{{"descriptors": [{{"name": "Bad Name", "entries": [{{"method": "GET"}}], {b}}}]}}"#
+                ),
+                "descriptors[0].name",
+            ),
+            (
+                format!(r#"{{"descriptors": [{{"name": "a", "entries": [], {b}}}]}}"#),
+                "descriptors[0].entries",
+            ),
+            (
+                format!(
+                    r#"{{"descriptors": [{{"name": "a", "entries": [{{"method": "GET"}}], {b}}}, {{"name": "a", "entries": [{{"method": "GET"}}], {b}}}]}}"#
+                ),
+                "descriptors[1].name: \"a\" is used twice",
+            ),
+            (
+                r#"{"token_bucket": {"max_tokens": 0, "fill_interval": "1s"}}"#.to_owned(),
+                "token_bucket.max_tokens",
+            ),
+            (
+                r#"{"token_bucket": {"max_tokens": 1, "fill_interval": "1us"}}"#.to_owned(),
+                "token_bucket.fill_interval",
+            ),
+            (r#"{"status": 200}"#.to_owned(), "status"),
+            (
+                r#"{"dry_run_header": "bad header"}"#.to_owned(),
+                "dry_run_header",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = parse(&json).unwrap_err();
+            assert!(e.starts_with(want), "{json}: {e}");
+        }
+    }
+}
