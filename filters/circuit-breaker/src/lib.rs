@@ -254,6 +254,7 @@ impl HttpContext for Stream {
                     details: format!("meshguard_circuit_open{{{}}}", why.as_str()),
                     body: config.body.clone(),
                     retry_after: retry_after_ns.map(Duration::from_nanos),
+                    headers: Vec::new(),
                 };
                 match http::send_rejection(&rejection, http::is_grpc_request()) {
                     Ok(()) => return Action::Pause,

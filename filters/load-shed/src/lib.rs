@@ -168,6 +168,7 @@ impl Stream {
             details: "meshguard_load_shed".into(),
             body: c.body.clone(),
             retry_after: c.retry_after,
+            headers: Vec::new(),
         }
     }
 }

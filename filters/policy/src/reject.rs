@@ -22,6 +22,8 @@ pub struct Rejection {
     pub body: String,
     /// Sent as `retry-after` (whole seconds, rounded up) for HTTP clients when set.
     pub retry_after: Option<Duration>,
+    /// Extra response headers for HTTP clients (e.g. `x-ratelimit-limit`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Rejection {
@@ -52,6 +54,7 @@ mod tests {
             details: "meshguard_test".into(),
             body: "overloaded".into(),
             retry_after,
+            headers: Vec::new(),
         }
     }
 

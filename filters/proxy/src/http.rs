@@ -79,6 +79,9 @@ pub fn send_rejection(rejection: &Rejection, grpc: bool) -> Result<(), Status> {
     if let Some(v) = retry_after.as_deref() {
         headers.push(("retry-after", v.as_bytes()));
     }
+    for (k, v) in &rejection.headers {
+        headers.push((k.as_str(), v.as_bytes()));
+    }
     abi::send_local_response(
         u32::from(rejection.http_status),
         &details,

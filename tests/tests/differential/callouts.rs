@@ -73,11 +73,20 @@ fn callout_missing_pseudo_headers() -> Scenario {
         .request(Request::get("/c").probe("callout_missing"))
 }
 
-/// Pause on headers holds the body; after the callout the filter sees all of it at once.
+/// Pause on headers holds the body; after the callout the filter sees all of it at once. (The
+/// callout takes 200 ms, so the whole body has surely arrived when it answers.)
 fn callout_with_body() -> Scenario {
     Scenario::new("callout_body")
-        .cluster("auth", auth())
-        .request(Request::get("/cb").probe("callout").chunk("ab").chunk("cd"))
+        .cluster(
+            "auth_200ms",
+            Server::Reply(Reply::text(200, "allow").after(Duration::from_millis(200))),
+        )
+        .request(
+            Request::get("/cb")
+                .probe("callout_to:auth_200ms")
+                .chunk("ab")
+                .chunk("cd"),
+        )
 }
 
 fn grpc_callout_timeout() -> Scenario {

@@ -6,12 +6,15 @@
 //! adds framing headers (`content-length: 0`, `transfer-encoding`) that are not filter
 //! behaviour.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
@@ -25,7 +28,35 @@ pub const AUTHORITY: &str = "differential.test";
 /// Bound on every wait for the server.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Sends `r` on a fresh connection to `addr`; returns what the client saw.
+/// Sends `r` over HTTP/1.1 (`content-length` framing) with the harness's byte-exact client.
+pub async fn send_h1(addr: SocketAddr, r: &Request) -> Outcome {
+    assert!(r.trailers.is_empty(), "the HTTP/1.1 path sends no trailers");
+    let body: Vec<u8> = r.body.concat();
+    let len = body.len().to_string();
+    let mut headers: Vec<(&[u8], &[u8])> = vec![(b"host", AUTHORITY.as_bytes())];
+    headers.extend(r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
+    if !body.is_empty() {
+        headers.push((b"content-length", len.as_bytes()));
+    }
+    let mut bytes = meshguard_tests::h1::head(&r.method, &r.path, &headers);
+    bytes.extend_from_slice(&body);
+    match meshguard_tests::h1::exchange(addr, &bytes).await {
+        Ok(resp) => Outcome::new(
+            Some(resp.status),
+            resp.headers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())),
+            &resp.body,
+            resp.trailers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())),
+            false,
+        ),
+        Err(_) => Outcome::new(None, [], b"", [], true),
+    }
+}
+
+/// Sends `r` on a fresh h2c connection to `addr`; returns what the client saw.
 pub async fn send(addr: SocketAddr, r: &Request) -> Outcome {
     let stream = TcpStream::connect(addr).await.expect("connect to Envoy");
     stream.set_nodelay(true).expect("nodelay");
@@ -40,28 +71,27 @@ pub async fn send(addr: SocketAddr, r: &Request) -> Outcome {
         .uri(format!("http://{AUTHORITY}{}", r.path))
         .version(http::Version::HTTP_2);
     for (k, v) in &r.headers {
-        req = req.header(k.as_str(), http::HeaderValue::from_bytes(v).expect("header value"));
+        req = req.header(
+            k.as_str(),
+            http::HeaderValue::from_bytes(v).expect("header value"),
+        );
     }
-    let body = if r.body.is_empty() && r.trailers.is_empty() {
-        Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
-    } else {
-        let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = r
-            .body
-            .iter()
-            .map(|c| Ok(Frame::data(Bytes::from(c.clone()))))
-            .collect();
-        if !r.trailers.is_empty() {
-            let mut map = http::HeaderMap::new();
-            for (k, v) in &r.trailers {
-                map.append(
-                    http::HeaderName::from_bytes(k.as_bytes()).expect("trailer name"),
-                    http::HeaderValue::from_str(v).expect("trailer value"),
-                );
-            }
-            frames.push(Ok(Frame::trailers(map)));
+    let mut frames: VecDeque<Frame<Bytes>> = r
+        .body
+        .iter()
+        .map(|c| Frame::data(Bytes::from(c.clone())))
+        .collect();
+    if !r.trailers.is_empty() {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in &r.trailers {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("trailer name"),
+                http::HeaderValue::from_str(v).expect("trailer value"),
+            );
         }
-        StreamBody::new(futures_util::stream::iter(frames)).boxed()
-    };
+        frames.push_back(Frame::trailers(map));
+    }
+    let body = Frames(frames);
     let req = req.body(body).expect("request");
 
     let outcome = match tokio::time::timeout(TIMEOUT, sender.send_request(req)).await {
@@ -95,6 +125,28 @@ pub async fn send(addr: SocketAddr, r: &Request) -> Outcome {
     };
     driver.abort();
     outcome
+}
+
+/// Body frames that report the end of the stream as soon as the last one is taken, so the
+/// last DATA frame (or the HEADERS frame, without a body) carries END_STREAM — as a real
+/// client's request does — instead of an extra empty DATA frame.
+#[derive(Debug)]
+pub struct Frames(pub VecDeque<Frame<Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 fn pairs(map: &http::HeaderMap) -> Vec<(String, String)> {

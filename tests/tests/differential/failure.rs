@@ -25,5 +25,9 @@ fn trap_fail_open() -> Scenario {
 
 #[test]
 fn failure_policies() {
-    run_group(&[trap_fail_closed(), trap_fail_closed_grpc(), trap_fail_open()]);
+    run_group(&[
+        trap_fail_closed(),
+        trap_fail_closed_grpc(),
+        trap_fail_open(),
+    ]);
 }

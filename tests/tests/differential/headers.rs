@@ -37,7 +37,11 @@ fn body_pause_and_set_buffer() -> Scenario {
                 .chunk("ab")
                 .chunk("cd"),
         )
-        .logs(&["probe:request_body:full=", "probe:request_body:set", "probe:log:"])
+        .logs(&[
+            "probe:request_body:full=",
+            "probe:request_body:set",
+            "probe:log:",
+        ])
 }
 
 /// Trailers added from the last request body callback reach the upstream.
@@ -45,6 +49,28 @@ fn request_trailers_added() -> Scenario {
     Scenario::new("trailers_add")
         .request(Request::get("/t").probe("trailers_add").chunk("xy"))
         .logs(&["probe:request_body:add_trailer", "probe:log:"])
+}
+
+/// Client trailers reach the upstream; the filter sees them in `on_request_trailers`.
+fn request_trailers() -> Scenario {
+    Scenario::new("request_trailers").request(
+        Request::get("/t")
+            .chunk("xy")
+            .trailer("x-client-trailer", "1"),
+    )
+}
+
+/// A gRPC error in trailers after a 200: `on_log` reads the status from the trailers.
+fn grpc_error_passthrough() -> Scenario {
+    Scenario::new("grpc_error_pass")
+        .routes(vec![Route::new("grpc", "grpc_not_found")])
+        .cluster(
+            "grpc_not_found",
+            Server::Reply(Reply::grpc(5, b"").trailer("grpc-message", "no such thing")),
+        )
+        .request(Request::grpc("/svc.Echo/Say").probe("log_properties"))
+        .mask(Mask::Value("request.duration"))
+        .mask(Mask::Value("upstream.address"))
 }
 
 /// A gRPC call through the filter: the upstream's trailers reach the client, and `on_log` sees
@@ -66,5 +92,7 @@ fn headers_and_bodies() {
         body_pause_and_set_buffer(),
         request_trailers_added(),
         grpc_passthrough(),
+        request_trailers(),
+        grpc_error_passthrough(),
     ]);
 }

@@ -39,7 +39,7 @@ impl Outcome {
                 .into_iter()
                 .filter(|(k, _)| k != ":status" && !ENVOY_ONLY_HEADERS.contains(&k.as_str()))
                 .collect(),
-            body: String::from_utf8_lossy(body).into_owned(),
+            body: body_text(body),
             trailers: trailers.into_iter().collect(),
             reset,
         }
@@ -76,6 +76,19 @@ pub struct Observed {
     pub logs: Vec<String>,
     /// Number of VMs that ticked, when compared.
     pub ticking_vms: Option<usize>,
+}
+
+/// A body as compared: the text when short, else its length and a hash (so reports stay
+/// readable).
+pub fn body_text(body: &[u8]) -> String {
+    if body.len() <= 256 {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    // FNV-1a.
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("<{} bytes, fnv1a {hash:016x}>", body.len())
 }
 
 /// True when a module log message is compared.
@@ -146,7 +159,7 @@ fn mask_digits(line: &str) -> String {
 ///
 /// # Errors
 /// The report, when they disagree.
-pub fn assert_agree(name: &str, sim: &Observed, envoy: &Observed) -> Result<(), String> {
+pub fn compare(name: &str, sim: &Observed, envoy: &Observed) -> Result<(), String> {
     if sim == envoy {
         return Ok(());
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, paths};
 use serde_json::{Value, json};
 
-use crate::observe::{Observed, Received, assert_agree, log_selected, mask};
+use crate::observe::{Observed, Received, compare, log_selected, mask};
 use crate::scenario::{Compare, Policy, Scenario, Server, Step};
 use crate::server;
 use crate::sim;
@@ -39,7 +39,11 @@ pub fn run_group(scenarios: &[Scenario]) {
     for s in scenarios {
         for c in &s.clusters {
             if let Some(prev) = specs.insert(c.name.clone(), c.server.clone()) {
-                assert_eq!(prev, c.server, "cluster {} defined twice differently", c.name);
+                assert_eq!(
+                    prev, c.server,
+                    "cluster {} defined twice differently",
+                    c.name
+                );
             }
         }
     }
@@ -69,9 +73,12 @@ pub fn run_group(scenarios: &[Scenario]) {
         let sim = sim::run(s, &wasm);
         let real = run_one(&rt, &envoy, &servers, s, &sim);
         if std::env::var_os("DIFFERENTIAL_SHOW").is_some() {
-            eprintln!("=== {} (host-sim)\n{:#?}\n=== {} (envoy)\n{:#?}", s.name, sim.observed, s.name, real);
+            eprintln!(
+                "=== {} (host-sim)\n{:#?}\n=== {} (envoy)\n{:#?}",
+                s.name, sim.observed, s.name, real
+            );
         }
-        if let Err(report) = assert_agree(s.name, &sim.observed, &real) {
+        if let Err(report) = compare(s.name, &sim.observed, &real) {
             failures.push(report);
         }
     }
@@ -87,7 +94,6 @@ fn run_one(
 ) -> Observed {
     let c = &s.compare;
     let stats_before = envoy.stats().expect("/stats");
-    let log_start = envoy.log().len();
     for srv in servers.values() {
         srv.clear();
     }
@@ -95,13 +101,20 @@ fn run_one(
     let mut responses = Vec::new();
     for (i, step) in s.steps.iter().enumerate() {
         match step {
+            Step::Request(r) if s.http1 => {
+                responses.push(rt.block_on(crate::client::send_h1(addr, r)));
+            }
             Step::Request(r) => responses.push(rt.block_on(crate::client::send(addr, r))),
             Step::Ticks { rounds } => {
                 let want = sim.observed.ticking_vms.unwrap_or(1);
                 wait_until(|| {
                     let log = envoy.log();
                     let counts = tick_counts(&log, s.name);
-                    counts.values().filter(|n| **n >= u64::from(*rounds)).count() >= want
+                    counts
+                        .values()
+                        .filter(|n| **n >= u64::from(*rounds))
+                        .count()
+                        >= want
                 });
             }
         }
@@ -110,7 +123,7 @@ fn run_one(
         let want = sim.log_counts.get(i).copied().unwrap_or(0);
         wait_until(|| {
             let log = envoy.log();
-            module_lines(log.get(log_start..).unwrap_or_default(), s.name)
+            module_lines(&log, s.name)
                 .filter(|(_, m)| m.starts_with("probe:log:"))
                 .count()
                 >= want
@@ -141,10 +154,15 @@ fn run_one(
     }
 
     let log = envoy.log();
-    let logs = module_lines(log.get(log_start..).unwrap_or_default(), s.name)
+    // Every line of this scenario's plugin since Envoy started (start-up lines included).
+    let mut logs: Vec<String> = module_lines(&log, s.name)
         .filter(|(_, m)| log_selected(c, m))
         .map(|(_, m)| mask(c, m))
         .collect();
+    if s.workers > 1 {
+        // Several VMs log concurrently: compare the lines, not their interleaving.
+        logs.sort();
+    }
     let ticking_vms = c.ticking_vms.then(|| tick_counts(&log, s.name).len());
 
     Observed {
@@ -170,7 +188,7 @@ fn to_received(c: &Compare, r: &server::Seen) -> Received {
         path: r.path.clone(),
         authority: r.authority.clone(),
         headers,
-        body: String::from_utf8_lossy(&r.body).into_owned(),
+        body: crate::observe::body_text(&r.body),
         trailers: r.trailers.clone(),
     }
 }

@@ -273,6 +273,8 @@ pub struct Scenario {
     pub name: &'static str,
     /// Worker threads (`--concurrency` / host-sim workers).
     pub workers: u32,
+    /// The client speaks HTTP/1.1 (default: h2c).
+    pub http1: bool,
     /// Plugin configuration.
     pub plugin_config: String,
     /// Failure policy.
@@ -296,6 +298,7 @@ impl Scenario {
         Self {
             name,
             workers: 1,
+            http1: false,
             plugin_config: String::new(),
             policy: Policy::FailClosed,
             route_timeout: Duration::from_secs(15),
@@ -312,6 +315,12 @@ impl Scenario {
     /// Worker count.
     pub fn workers(mut self, n: u32) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// The client speaks HTTP/1.1.
+    pub fn http1(mut self) -> Self {
+        self.http1 = true;
         self
     }
 
@@ -391,20 +400,16 @@ impl Scenario {
         self.compare.ticking_vms = true;
         self
     }
-
-    /// The cluster named `name`.
-    pub fn server(&self, name: &str) -> Option<&Server> {
-        self.clusters
-            .iter()
-            .find(|c| c.name == name)
-            .map(|c| &c.server)
-    }
 }
 
 /// A gRPC length-prefixed message (uncompressed).
 pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8];
-    out.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(message);
     out
 }

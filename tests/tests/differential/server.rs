@@ -2,17 +2,19 @@
 //! loopback port that records every request and answers with the scenario's fixed
 //! [`Reply`]. (hyper's `server` feature reaches this crate through `meshguard-upstream`.)
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::client::Frames;
 use crate::scenario::Server as Spec;
 
 /// One request as the server received it.
@@ -79,17 +81,10 @@ impl Drop for Server {
     }
 }
 
-type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
 type Boxed = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send>,
 >;
-type Body = http_body_util::Either<
-    Full<Bytes>,
-    http_body_util::Either<
-        StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>,
-        StreamBody<Boxed>,
-    >,
->;
+type Body = http_body_util::Either<Frames, StreamBody<Boxed>>;
 
 async fn handle(
     req: http::Request<Incoming>,
@@ -133,41 +128,34 @@ async fn handle(
     for (k, v) in &reply.headers {
         resp = resp.header(k.as_str(), v.as_str());
     }
-    let body = if reply.trailers.is_empty() && !reset {
-        // END_STREAM on the last DATA frame (or on the headers when there is no body).
-        http_body_util::Either::Left(Full::new(Bytes::from(reply.body.clone())))
-    } else {
-        let mut frames: Frames = Vec::new();
-        if !reply.body.is_empty() {
-            frames.push(Ok(Frame::data(Bytes::from(reply.body.clone()))));
+    let mut frames = VecDeque::new();
+    if !reply.body.is_empty() {
+        frames.push_back(Frame::data(Bytes::from(reply.body.clone())));
+    }
+    if reset {
+        // The h2 crate drops a stream's queued frames when it is reset: let the headers and
+        // data leave first.
+        let first = futures_util::stream::iter(frames.into_iter().map(Ok));
+        let late = futures_util::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Err(std::io::Error::other("reset after headers"))
+        });
+        let stream = Box::pin(futures_util::StreamExt::chain(first, late)) as Boxed;
+        return Ok(resp
+            .body(http_body_util::Either::Right(StreamBody::new(stream)))
+            .expect("response"));
+    }
+    if !reply.trailers.is_empty() {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in &reply.trailers {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("trailer name"),
+                http::HeaderValue::from_str(v).expect("trailer value"),
+            );
         }
-        if reset {
-            // The h2 crate drops a stream's queued frames when it is reset: let the headers
-            // and data leave first.
-            let first = futures_util::stream::iter(frames);
-            let late = futures_util::stream::once(async {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                Err(std::io::Error::other("reset after headers"))
-            });
-            return Ok(resp
-                .body(http_body_util::Either::Right(http_body_util::Either::Right(
-                    StreamBody::new(Box::pin(futures_util::StreamExt::chain(first, late)) as Boxed),
-                )))
-                .expect("response"));
-        } else {
-            let mut map = http::HeaderMap::new();
-            for (k, v) in &reply.trailers {
-                map.append(
-                    http::HeaderName::from_bytes(k.as_bytes()).expect("trailer name"),
-                    http::HeaderValue::from_str(v).expect("trailer value"),
-                );
-            }
-            frames.push(Ok(Frame::trailers(map)));
-        }
-        http_body_util::Either::Right(http_body_util::Either::Left(StreamBody::new(
-            futures_util::stream::iter(frames),
-        )))
-    };
+        frames.push_back(Frame::trailers(map));
+    }
+    let body = http_body_util::Either::Left(Frames(frames));
     Ok(resp.body(body).expect("response"))
 }
 

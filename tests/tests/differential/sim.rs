@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use host_sim::{
-    ClusterSpec, Envoy, FailurePolicy, GrpcEvent, GrpcReply, HeaderMap, HttpCallReply,
-    MetricValue, Module, RouteSpec, StreamId, UpstreamAction, UpstreamReply, UpstreamRequest,
+    ClusterSpec, Envoy, FailurePolicy, GrpcEvent, GrpcReply, HeaderMap, HttpCallReply, MetricValue,
+    Module, RouteSpec, StreamId, UpstreamAction, UpstreamReply, UpstreamRequest,
 };
 
 use crate::observe::{Observed, Outcome, Received, log_selected, mask};
@@ -17,6 +17,11 @@ pub const AUTHORITY: &str = crate::client::AUTHORITY;
 
 /// Virtual time a request may take before the runner stops waiting for it.
 const REQUEST_CAP: Duration = Duration::from_secs(60);
+
+/// The least virtual latency of an endpoint: the client's frames all arrive before any
+/// network round trip through Envoy completes (the runner sends them after the headers call
+/// returns, so a zero-latency answer would overtake them).
+const MIN_LATENCY: Duration = Duration::from_millis(1);
 
 /// What the host-sim run produced: the observations and, per step, how many compared
 /// `probe:log:` lines existed after it (the Envoy runner waits for the same count).
@@ -34,7 +39,7 @@ pub fn run(s: &Scenario, wasm: &Path) -> SimRun {
         .vm_id(s.name)
         .root_id(s.name)
         .plugin_name(s.name)
-        .protocol("HTTP/2")
+        .protocol(if s.http1 { "HTTP/1.1" } else { "HTTP/2" })
         .route_timeout(Some(s.route_timeout))
         .failure_policy(match s.policy {
             Policy::FailClosed => FailurePolicy::FailClosed,
@@ -63,29 +68,30 @@ pub fn run(s: &Scenario, wasm: &Path) -> SimRun {
         .map(|c| (c.name.clone(), c.server.clone()))
         .collect();
     let routed = servers.clone();
-    envoy.set_upstream(move |req: &UpstreamRequest<'_>, _now| {
-        match routed.get(req.cluster) {
+    envoy.set_upstream(
+        move |req: &UpstreamRequest<'_>, _now| match routed.get(req.cluster) {
             Some(Server::Reply(r)) => UpstreamAction::Respond {
-                after: r.delay,
+                after: r.delay.max(MIN_LATENCY),
                 reply: UpstreamReply::Response {
                     headers: reply_headers(r),
                     body: r.body.clone(),
-                    trailers: (!r.trailers.is_empty()).then(|| HeaderMap::from_pairs(r.trailers.clone())),
+                    trailers: (!r.trailers.is_empty())
+                        .then(|| HeaderMap::from_pairs(r.trailers.clone())),
                 },
             },
             Some(Server::ResetBeforeHeaders) => UpstreamAction::Respond {
-                after: Duration::ZERO,
+                after: MIN_LATENCY,
                 reply: UpstreamReply::Reset,
             },
             Some(Server::ResetAfterHeaders(_)) => {
                 panic!("a routed reset after headers is not modelled by host-sim's upstream")
             }
             Some(Server::Down) | None => UpstreamAction::Respond {
-                after: Duration::ZERO,
+                after: MIN_LATENCY,
                 reply: UpstreamReply::ConnectFailure,
             },
-        }
-    });
+        },
+    );
     for (name, server) in &servers {
         let http = server.clone();
         envoy.on_http_call(name, move |_call| match &http {
@@ -97,15 +103,15 @@ pub fn run(s: &Scenario, wasm: &Path) -> SimRun {
                 for (k, v) in &r.trailers {
                     reply = reply.trailer(k, v);
                 }
-                reply.body(r.body.clone()).after(r.delay)
+                reply.body(r.body.clone()).after(r.delay.max(MIN_LATENCY))
             }
-            Server::Down => HttpCallReply::connect_failure(),
-            Server::ResetBeforeHeaders => HttpCallReply::reset_before_headers(),
-            Server::ResetAfterHeaders(r) => HttpCallReply::reset().after(r.delay),
+            Server::Down => HttpCallReply::connect_failure().after(MIN_LATENCY),
+            Server::ResetBeforeHeaders => HttpCallReply::reset_before_headers().after(MIN_LATENCY),
+            Server::ResetAfterHeaders(r) => HttpCallReply::reset().after(r.delay.max(MIN_LATENCY)),
         });
         let grpc = server.clone();
         envoy.on_grpc(name, move |event| match (&grpc, event) {
-            (Server::Reply(r), GrpcEvent::Open(_)) => grpc_reply(r).after(r.delay),
+            (Server::Reply(r), GrpcEvent::Open(_)) => grpc_reply(r).after(r.delay.max(MIN_LATENCY)),
             (_, GrpcEvent::Open(_)) => {
                 panic!("gRPC callouts to failing endpoints are not part of the suite")
             }
@@ -117,7 +123,7 @@ pub fn run(s: &Scenario, wasm: &Path) -> SimRun {
     let mut log_counts = Vec::new();
     for step in &s.steps {
         match step {
-            Step::Request(r) => streams.push(send(&mut envoy, r)),
+            Step::Request(r) => streams.push(send(&mut envoy, r, s.http1)),
             Step::Ticks { rounds } => {
                 let period = tick_period(&s.plugin_config);
                 envoy.advance(period * *rounds);
@@ -132,11 +138,8 @@ pub fn run(s: &Scenario, wasm: &Path) -> SimRun {
         .map(|id| {
             let rec = envoy.stream(*id).expect("stream record");
             let d = &rec.downstream;
-            let pairs = |m: &Option<HeaderMap>| {
-                m.as_ref()
-                    .map(|m| m.to_pairs())
-                    .unwrap_or_default()
-            };
+            let pairs =
+                |m: &Option<HeaderMap>| m.as_ref().map(|m| m.to_pairs()).unwrap_or_default();
             Outcome::new(
                 d.status(),
                 pairs(&d.headers),
@@ -211,12 +214,16 @@ pub fn run(s: &Scenario, wasm: &Path) -> SimRun {
         })
         .collect();
 
-    let logs = envoy
+    let mut logs: Vec<String> = envoy
         .logs()
         .iter()
         .filter(|l| log_selected(c, &l.message))
         .map(|l| mask(c, &l.message))
         .collect();
+    if s.workers > 1 {
+        // Several VMs log concurrently in Envoy: compare the lines, not their interleaving.
+        logs.sort();
+    }
 
     let ticking_vms = c.ticking_vms.then(|| {
         envoy
@@ -288,21 +295,35 @@ fn received_from(
         path: get(":path"),
         authority: get(":authority"),
         headers,
-        body: String::from_utf8_lossy(body).into_owned(),
+        body: crate::observe::body_text(body),
         trailers,
     }
 }
 
-/// Sends one request as the h2 client does, then lets virtual time run until it completes.
-fn send(envoy: &mut Envoy, r: &Request) -> StreamId {
+/// Sends one request as the client does (the h2 client: pseudo-headers as hyper sends them;
+/// the HTTP/1.1 client: what Envoy's codec makes of its head), then lets virtual time run
+/// until it completes.
+fn send(envoy: &mut Envoy, r: &Request, http1: bool) -> StreamId {
     let id = envoy.new_stream();
     let mut h = HeaderMap::new();
     h.add(":method", &r.method);
-    h.add(":scheme", "http");
-    h.add(":authority", AUTHORITY);
-    h.add(":path", &r.path);
+    if http1 {
+        // Envoy's HTTP/1 codec: `:authority` from `host`, then the request line.
+        h = HeaderMap::new();
+        h.add(":authority", AUTHORITY);
+        h.add(":path", &r.path);
+        h.add(":method", &r.method);
+    } else {
+        h.add(":scheme", "http");
+        h.add(":authority", AUTHORITY);
+        h.add(":path", &r.path);
+    }
     for (k, v) in &r.headers {
         h.add(k, v);
+    }
+    if http1 && !r.body.is_empty() {
+        let len: usize = r.body.iter().map(Vec::len).sum();
+        h.add("content-length", len.to_string());
     }
     let no_body = r.body.is_empty() && r.trailers.is_empty();
     envoy

@@ -17,18 +17,28 @@ async fn rig(config: &str) -> (Upstream, Envoy) {
     let cfg = EnvoyConfig::new(Some(upstream.addr())).listener(
         Listener::new("cb").filter(Filter::meshguard("circuit_breaker").unwrap().config(config)),
     );
-    let envoy = tokio::task::spawn_blocking(move || Envoy::start(&cfg)).await.unwrap().unwrap();
+    let envoy = tokio::task::spawn_blocking(move || Envoy::start(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
     (upstream, envoy)
 }
 
 async fn get(envoy: &Envoy, extra: &[(&[u8], &[u8])]) -> Response {
     let mut headers: Vec<(&[u8], &[u8])> = vec![(b"host", b"svc")];
     headers.extend_from_slice(extra);
-    h1::exchange(envoy.listener("cb"), &h1::head("GET", "/", &headers)).await.unwrap()
+    h1::exchange(envoy.listener("cb"), &h1::head("GET", "/", &headers))
+        .await
+        .unwrap()
 }
 
 async fn grpc(envoy: &Envoy, status: i32) -> Response {
-    let msg = EchoRequest { message: "x".into(), grpc_status: status, ..Default::default() }.encode_to_vec();
+    let msg = EchoRequest {
+        message: "x".into(),
+        grpc_status: status,
+        ..Default::default()
+    }
+    .encode_to_vec();
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     frame.extend_from_slice(&msg);
@@ -37,7 +47,10 @@ async fn grpc(envoy: &Envoy, status: i32) -> Response {
         "POST",
         "/meshguard.test.v1.Echo/Unary",
         &[("content-type", b"application/grpc"), ("te", b"trailers")],
-        RequestBody { chunks: vec![frame], trailers: vec![] },
+        RequestBody {
+            chunks: vec![frame],
+            trailers: vec![],
+        },
     )
     .await
     .unwrap()
@@ -47,7 +60,10 @@ async fn grpc(envoy: &Envoy, status: i32) -> Response {
 async fn five_failures_open_it_and_nothing_more_reaches_the_upstream() {
     let (upstream, envoy) = rig(FAST).await;
     for _ in 0..5 {
-        assert_eq!(get(&envoy, &[(b"x-upstream-status", b"503")]).await.status, 503);
+        assert_eq!(
+            get(&envoy, &[(b"x-upstream-status", b"503")]).await.status,
+            503
+        );
     }
     assert_eq!(upstream.stats().received, 5);
     // Open: rejected at once, the upstream sees nothing, retry-after says when to come back.
@@ -75,7 +91,10 @@ async fn five_failures_open_it_and_nothing_more_reaches_the_upstream() {
         .wait_for_stats(Duration::from_secs(5), |s| {
             s.get("wasmcustom.meshguard.circuit_breaker.opened.consecutive_failures") == Some(&1)
                 && s.get("wasmcustom.meshguard.circuit_breaker.closed") == Some(&1)
-                && s.get("wasmcustom.meshguard.circuit_breaker.rejected").copied().unwrap_or(0) >= 10
+                && s.get("wasmcustom.meshguard.circuit_breaker.rejected")
+                    .copied()
+                    .unwrap_or(0)
+                    >= 10
         })
         .unwrap();
 }
@@ -85,16 +104,26 @@ async fn grpc_errors_in_trailers_trip_it_and_grpc_clients_get_unavailable() {
     let (upstream, envoy) = rig(FAST).await;
     for _ in 0..5 {
         let r = grpc(&envoy, 14).await;
-        assert_eq!((r.status, r.trailer_str("grpc-status").as_deref()), (200, Some("14")), "{r:?}");
+        assert_eq!(
+            (r.status, r.trailer_str("grpc-status").as_deref()),
+            (200, Some("14")),
+            "{r:?}"
+        );
     }
     let r = grpc(&envoy, 0).await;
     assert_eq!(r.header_str("grpc-status").as_deref(), Some("14"), "{r:?}");
-    assert_eq!(r.header_str("grpc-message").as_deref(), Some("upstream unavailable: circuit open"));
+    assert_eq!(
+        r.header_str("grpc-message").as_deref(),
+        Some("upstream unavailable: circuit open")
+    );
     assert_eq!(upstream.stats().received, 5);
     // NOT_FOUND is the caller's problem, not the upstream's: it never trips.
     let (upstream, envoy) = rig(FAST).await;
     for _ in 0..8 {
-        assert_eq!(grpc(&envoy, 5).await.trailer_str("grpc-status").as_deref(), Some("5"));
+        assert_eq!(
+            grpc(&envoy, 5).await.trailer_str("grpc-status").as_deref(),
+            Some("5")
+        );
     }
     assert_eq!(upstream.stats().received, 8);
 }
@@ -124,7 +153,8 @@ async fn dry_run_counts_but_lets_everything_through() {
     envoy
         .wait_for_stats(Duration::from_secs(5), |s| {
             s.get("wasmcustom.meshguard.circuit_breaker.rejected") == Some(&5)
-                && s.get("wasmcustom.meshguard.circuit_breaker.opened.consecutive_failures") == Some(&1)
+                && s.get("wasmcustom.meshguard.circuit_breaker.opened.consecutive_failures")
+                    == Some(&1)
         })
         .unwrap();
 }

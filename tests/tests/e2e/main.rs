@@ -7,5 +7,6 @@ mod circuit_breaker;
 mod config;
 mod load_shed;
 mod proxy;
+mod rate_limit;
 mod smoke;
 mod transparency;
