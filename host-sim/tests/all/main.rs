@@ -18,6 +18,7 @@ mod load_shed;
 mod local_reply;
 mod metrics;
 mod properties;
+mod rate_limit;
 mod scenario;
 mod shared;
 mod smoke;
