@@ -260,9 +260,10 @@ pub async fn saturate(url: &str, concurrency: usize, duration: Duration) -> Resu
                             .unwrap_or_default(),
                     )
                     .await
-                    && resp.into_body().collect().await.is_ok() {
-                        n += 1;
-                    }
+                    && resp.into_body().collect().await.is_ok()
+                {
+                    n += 1;
+                }
             }
             n
         }));

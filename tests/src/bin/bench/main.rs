@@ -9,6 +9,7 @@ mod breaker;
 mod host_sim;
 mod overhead;
 mod overload;
+mod ratelimit;
 mod upstream_proc;
 
 /// Options common to every benchmark.
@@ -36,7 +37,7 @@ fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         bail!(
-            "usage: meshguard-bench <overhead|overload|breaker|host-sim> [--envoy PATH] [--dist DIR] [options]"
+            "usage: meshguard-bench <overhead|overload|breaker|ratelimit|host-sim> [--envoy PATH] [--dist DIR] [options]"
         );
     }
     let name = args.remove(0);
@@ -58,7 +59,10 @@ fn main() -> Result<()> {
         "overhead" => overhead::run(&opts),
         "overload" => overload::run(&opts),
         "breaker" => breaker::run(&opts),
+        "ratelimit" => ratelimit::run(&opts),
         "host-sim" => host_sim::run(&opts),
-        other => bail!("unknown benchmark {other:?} (have: overhead, overload, breaker, host-sim)"),
+        other => bail!(
+            "unknown benchmark {other:?} (have: overhead, overload, breaker, ratelimit, host-sim)"
+        ),
     }
 }
