@@ -5,12 +5,14 @@
 //! virtual latency. Without a responder the call stays pending until the test answers it with
 //! [`crate::Envoy::reply_http`] / [`crate::Envoy::reply_grpc`] or its timeout fires.
 //!
-//! Envoy's delivery rules, reproduced: http responses and failures go to the *root* context
-//! that owns the call (`on_http_call_response(root, token, ...)`); a reset is delivered as zero
-//! headers, zero body, zero trailers with `proxy_get_status` = (BrokenConnection, "reset"); an
-//! http call timeout is a 504 response with body `upstream request timeout` (the async
-//! client's router answers it); a unary gRPC success is one `on_grpc_receive`, a failure one
-//! `on_grpc_close`.
+//! Envoy's delivery rules, reproduced (checked against Envoy 1.40 by the differential suite):
+//! http responses and failures go to the *root* context that owns the call
+//! (`on_http_call_response(root, token, ...)`); responses from the endpoint carry the router's
+//! `x-envoy-upstream-service-time`; a refused connection, a reset before headers and a timeout
+//! are *responses* the async client's router makes (503 / 503 / 504 `upstream request
+//! timeout`); only a reset after the response started is delivered as zero headers, body and
+//! trailers with `proxy_get_status` = (BrokenConnection, "reset"); a unary gRPC success is one
+//! `on_grpc_receive`, a failure one `on_grpc_close`.
 
 use std::time::Duration;
 
@@ -95,10 +97,20 @@ pub enum HttpCallOutcome {
         /// Trailers.
         trailers: HeaderMap,
     },
-    /// The upstream reset the stream (or the connection failed).
+    /// The stream was reset after the response started (Envoy's async client calls
+    /// `onFailure`): delivered as zero headers, body and trailers with `proxy_get_status` =
+    /// (BrokenConnection, `reset`).
     Reset,
-    /// The call's timeout fired.
+    /// The call's timeout fired: the async client's router answers 504 `upstream request
+    /// timeout`.
     Timeout,
+    /// The cluster's endpoint refused the connection: the router answers 503 `upstream connect
+    /// error or disconnect/reset before headers. reset reason: remote connection failure`
+    /// (a response, not a failure; checked against Envoy 1.40).
+    ConnectFailure,
+    /// The endpoint reset the stream before response headers: the router answers 503 `...
+    /// reset reason: remote reset`.
+    ResetBeforeHeaders,
 }
 
 /// A responder's answer to an http callout.
@@ -129,11 +141,28 @@ impl HttpCallReply {
     pub fn ok() -> Self {
         Self::status(200)
     }
-    /// The upstream resets the call.
+    /// The stream is reset after the response started: the module gets zero headers, body
+    /// and trailers, and `proxy_get_status` = (BrokenConnection, `reset`).
     pub fn reset() -> Self {
         Self {
             delay: Some(Duration::ZERO),
             outcome: HttpCallOutcome::Reset,
+        }
+    }
+    /// The cluster's endpoint is down (connection refused): Envoy's router answers the call
+    /// with a 503 response (see [`HttpCallOutcome::ConnectFailure`]).
+    pub fn connect_failure() -> Self {
+        Self {
+            delay: Some(Duration::ZERO),
+            outcome: HttpCallOutcome::ConnectFailure,
+        }
+    }
+    /// The endpoint resets the stream before sending headers: Envoy's router answers 503
+    /// (see [`HttpCallOutcome::ResetBeforeHeaders`]).
+    pub fn reset_before_headers() -> Self {
+        Self {
+            delay: Some(Duration::ZERO),
+            outcome: HttpCallOutcome::ResetBeforeHeaders,
         }
     }
     /// Never answers (the call's timeout decides).

@@ -128,7 +128,10 @@ pub(crate) struct SimConfig {
     pub failure_policy: FailurePolicy,
     pub reload_backoff: Duration,
     pub allow_on_headers_stop_iteration: bool,
-    pub buffer_limit: usize,
+    pub hcm_headers: bool,
+    pub suppress_envoy_headers: bool,
+    /// Explicit per-stream buffer limit; `None` = Envoy's default for the protocol.
+    pub buffer_limit: Option<usize>,
     pub fuel_per_call: u64,
     pub route_timeout: Option<Duration>,
     pub clusters: BTreeMap<String, ClusterSpec>,
@@ -160,7 +163,9 @@ impl Default for SimConfig {
             failure_policy: FailurePolicy::FailClosed,
             reload_backoff: Duration::from_secs(1),
             allow_on_headers_stop_iteration: false,
-            buffer_limit: 1024 * 1024,
+            hcm_headers: true,
+            suppress_envoy_headers: false,
+            buffer_limit: None,
             fuel_per_call: 2_000_000_000,
             route_timeout: Some(Duration::from_secs(15)),
             clusters,
@@ -178,7 +183,24 @@ impl Default for SimConfig {
     }
 }
 
+/// Envoy's per-stream buffer limit for HTTP/1.x: `per_connection_buffer_limit_bytes` (1 MiB).
+pub const HTTP1_BUFFER_LIMIT: usize = 1024 * 1024;
+/// Envoy's per-stream buffer limit for HTTP/2: the codec's `initial_stream_window_size`
+/// (256 MiB) — a 1.5 MiB buffered body passes over h2 (checked against Envoy 1.40).
+pub const HTTP2_BUFFER_LIMIT: usize = 256 * 1024 * 1024;
+
 impl SimConfig {
+    /// The per-stream buffer limit: explicit, or Envoy's default for the downstream protocol
+    /// (the HCM takes it from the codec stream's `bufferLimit()`).
+    pub fn buffer_limit(&self) -> usize {
+        self.buffer_limit
+            .unwrap_or(if self.protocol.starts_with("HTTP/2") {
+                HTTP2_BUFFER_LIMIT
+            } else {
+                HTTP1_BUFFER_LIMIT
+            })
+    }
+
     /// The first route matching `path` and headers.
     pub fn route_for(&self, headers: &crate::headers::HeaderMap) -> Option<&RouteSpec> {
         let path = headers.get(":path").unwrap_or("/");

@@ -37,7 +37,7 @@ pub use stream::{LocalReply, Message, StreamId, StreamRecord, Verdict};
 
 /// Configures and starts a simulated Envoy. Defaults: 2 workers, empty configs, vm_id and
 /// root_id `""`, FAIL_CLOSED, log level info, one cluster `upstream` routed by a catch-all
-/// route `default`, 15 s route timeout, 1 MiB buffer limit, seed 1.
+/// route `default`, 15 s route timeout, Envoy's buffer limit for the protocol, seed 1.
 #[derive(Debug)]
 pub struct EnvoyBuilder {
     module: Module,
@@ -100,9 +100,25 @@ impl EnvoyBuilder {
         self.cfg.allow_on_headers_stop_iteration = v;
         self
     }
-    /// Per-stream buffer limit (413 when a paused request body exceeds it).
+    /// The connection manager's request-header mutations, on by default as in Envoy (checked
+    /// against Envoy 1.40): before the filter sees the request, `:scheme: http` (HTTP/1.x
+    /// requests have none), `x-forwarded-proto: http` and an `x-request-id` (a UUID v4,
+    /// deterministic per seed and stream) are added when absent.
+    pub fn hcm_headers(mut self, on: bool) -> Self {
+        self.cfg.hcm_headers = on;
+        self
+    }
+    /// The router's `suppress_envoy_headers` (default false: upstream responses, routed and
+    /// callouts, get `x-envoy-upstream-service-time` appended before the filter sees them).
+    pub fn suppress_envoy_headers(mut self, on: bool) -> Self {
+        self.cfg.suppress_envoy_headers = on;
+        self
+    }
+    /// Per-stream buffer limit (413 when a paused request body exceeds it). Default: Envoy's
+    /// for the downstream protocol — 1 MiB (`per_connection_buffer_limit_bytes`) for
+    /// HTTP/1.x, 256 MiB (the h2 `initial_stream_window_size`) for HTTP/2.
     pub fn buffer_limit(mut self, bytes: usize) -> Self {
-        self.cfg.buffer_limit = bytes;
+        self.cfg.buffer_limit = Some(bytes);
         self
     }
     /// Fuel per call into the VM (an infinite loop traps when it runs out).

@@ -89,8 +89,12 @@ pub struct HttpResponderSpec {
     /// Latency.
     #[serde(with = "opt_duration")]
     pub delay: Option<Duration>,
-    /// Reset instead of answering.
+    /// Reset after the response started (the module sees zero headers, `reset`).
     pub reset: bool,
+    /// The endpoint refuses connections (the router answers 503).
+    pub connect_failure: bool,
+    /// The endpoint resets before headers (the router answers 503).
+    pub reset_before_headers: bool,
     /// Never answer.
     pub never: bool,
 }
@@ -317,6 +321,10 @@ impl Scenario {
                 }
                 let mut r = if spec.reset {
                     HttpCallReply::reset()
+                } else if spec.connect_failure {
+                    HttpCallReply::connect_failure()
+                } else if spec.reset_before_headers {
+                    HttpCallReply::reset_before_headers()
                 } else {
                     HttpCallReply::status(spec.status.unwrap_or(200))
                 };

@@ -23,7 +23,7 @@ pub enum UpstreamReply {
     /// `upstream_reset_before_response_started{remote_reset}`).
     Reset,
     /// The connection failed (Envoy: 503, flag UF,
-    /// `upstream_reset_before_response_started{remote_connection_failure}`).
+    /// `upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}`).
     ConnectFailure,
 }
 

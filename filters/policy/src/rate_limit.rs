@@ -11,3 +11,4 @@ pub mod bucket;
 pub mod config;
 pub mod descriptor;
 pub mod engine;
+pub mod rls;

@@ -178,6 +178,7 @@ mod host {
             cas: u32,
         ) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub fn proxy_continue_stream(stream: u32) -> u32;
     }
 }
 
@@ -283,6 +284,9 @@ mod host {
         UNIMPLEMENTED
     }
     pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
+        UNIMPLEMENTED
+    }
+    pub unsafe fn proxy_continue_stream(_: u32) -> u32 {
         UNIMPLEMENTED
     }
 }
@@ -489,6 +493,12 @@ pub fn set_tick_period(period: core::time::Duration) -> Result<(), Status> {
     let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
     // SAFETY: plain value.
     check(unsafe { host::proxy_set_tick_period_milliseconds(ms) })
+}
+
+/// Resumes a paused HTTP request (`proxy_continue_stream(HTTP_REQUEST)`).
+pub fn resume_request() -> Result<(), Status> {
+    // SAFETY: plain value.
+    check(unsafe { host::proxy_continue_stream(0) })
 }
 
 /// Property paths are segments joined by NUL (the convention of Envoy and the SDKs).

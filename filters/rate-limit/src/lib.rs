@@ -10,9 +10,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use meshguard_policy::rate_limit::config::{Config, RawConfig};
+use std::collections::BTreeMap;
+
+use meshguard_policy::rate_limit::config::{Config, FailureMode, RawConfig};
 use meshguard_policy::rate_limit::descriptor::Request;
 use meshguard_policy::rate_limit::engine::{Engine, Source, Verdict};
+use meshguard_policy::rate_limit::rls::{self, Answer};
 use meshguard_policy::{GrpcStatus, Rejection};
 use meshguard_proxy::abi::{self, MapType};
 use meshguard_proxy::shared::{SharedData, plugin_name};
@@ -36,6 +39,12 @@ struct Stats {
     limited: Vec<Counter>,
     evictions: Counter,
     contended: Counter,
+    rls_calls: Counter,
+    rls_over_limit: Counter,
+    rls_errors: Counter,
+    rls_timeouts: Counter,
+    rls_failure_mode_allowed: Counter,
+    rls_cached_over_limit: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -43,7 +52,17 @@ struct Pending {
     allowed: u64,
     limited: Vec<u64>,
     contended: u64,
+    rls_calls: u64,
+    rls_over_limit: u64,
+    rls_errors: u64,
+    rls_timeouts: u64,
+    rls_failure_mode_allowed: u64,
+    rls_cached_over_limit: u64,
 }
+
+/// OVER_LIMIT answers remembered per worker (bounded), so a client far over a global limit
+/// does not cost an RLS call per request.
+const MAX_CACHED: usize = 1024;
 
 #[derive(Debug)]
 struct Shared {
@@ -52,6 +71,7 @@ struct Shared {
     stats: Stats,
     pending: RefCell<Pending>,
     evictions_flushed: RefCell<u64>,
+    over_limit: RefCell<BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -105,6 +125,12 @@ impl RootContext for Root {
             limited,
             evictions: m.counter("dynamic_evictions"),
             contended: m.counter("contended"),
+            rls_calls: m.counter("rls.calls"),
+            rls_over_limit: m.counter("rls.over_limit"),
+            rls_errors: m.counter("rls.errors"),
+            rls_timeouts: m.counter("rls.timeouts"),
+            rls_failure_mode_allowed: m.counter("rls.failure_mode_allowed"),
+            rls_cached_over_limit: m.counter("rls.cached_over_limit"),
         };
         log::info!(
             "meshguard {FILTER}: configured (mode {}, {} rules)",
@@ -122,6 +148,7 @@ impl RootContext for Root {
                 ..Pending::default()
             }),
             evictions_flushed: RefCell::new(0),
+            over_limit: RefCell::new(BTreeMap::new()),
         }));
         true
     }
@@ -139,6 +166,14 @@ impl RootContext for Root {
         if let Ok(mut p) = shared.pending.try_borrow_mut() {
             s.allowed.add(core::mem::take(&mut p.allowed));
             s.contended.add(core::mem::take(&mut p.contended));
+            s.rls_calls.add(core::mem::take(&mut p.rls_calls));
+            s.rls_over_limit.add(core::mem::take(&mut p.rls_over_limit));
+            s.rls_errors.add(core::mem::take(&mut p.rls_errors));
+            s.rls_timeouts.add(core::mem::take(&mut p.rls_timeouts));
+            s.rls_failure_mode_allowed
+                .add(core::mem::take(&mut p.rls_failure_mode_allowed));
+            s.rls_cached_over_limit
+                .add(core::mem::take(&mut p.rls_cached_over_limit));
             for (c, n) in s.limited.iter().zip(p.limited.iter_mut()) {
                 c.add(core::mem::take(n));
             }
@@ -157,6 +192,7 @@ impl RootContext for Root {
         Some(Box::new(Stream {
             shared: self.shared.clone()?,
             headers_to_add: Vec::new(),
+            rls: None,
         }))
     }
 }
@@ -164,11 +200,213 @@ impl RootContext for Root {
 #[derive(Debug)]
 struct Stream {
     shared: Rc<Shared>,
-    /// `x-ratelimit-*` for the response, when enabled.
+    /// Headers for the response (`x-ratelimit-*`, the RLS's `response_headers_to_add`).
     headers_to_add: Vec<(String, String)>,
+    /// The RLS call this request waits for.
+    rls: Option<RlsCall>,
 }
 
-impl Context for Stream {}
+/// A request paused on an RLS call.
+#[derive(Debug)]
+struct RlsCall {
+    token: u32,
+    cache_key: String,
+    rule: String,
+    grpc: bool,
+}
+
+/// gRPC `DEADLINE_EXCEEDED`.
+const GRPC_DEADLINE_EXCEEDED: u32 = 4;
+
+impl Stream {
+    fn count(&self, f: impl FnOnce(&mut Pending)) {
+        if let Ok(mut p) = self.shared.pending.try_borrow_mut() {
+            f(&mut p);
+        }
+    }
+
+    /// Sends the "limited" local reply (429 / RESOURCE_EXHAUSTED by default).
+    fn limit(
+        &self,
+        rule: &str,
+        retry_after: Duration,
+        headers: Vec<(String, String)>,
+        body: Option<String>,
+        grpc: bool,
+    ) -> Action {
+        let config = &self.shared.config;
+        let rejection = Rejection {
+            http_status: config.status,
+            grpc_status: GrpcStatus::ResourceExhausted,
+            details: format!("meshguard_rate_limited{{{rule}}}"),
+            body: body.unwrap_or_else(|| config.body.clone()),
+            retry_after: Some(retry_after),
+            headers,
+        };
+        match http::send_rejection(&rejection, grpc) {
+            Ok(()) => Action::Pause,
+            Err(e) => {
+                log::warn!("meshguard {FILTER}: local reply refused: {e}");
+                Action::Continue
+            }
+        }
+    }
+
+    /// The RLS could not answer: the failure mode decides. Returns whether the request may go.
+    fn rls_failed(&self, grpc: bool) -> bool {
+        let Some(g) = &self.shared.config.global else {
+            return true;
+        };
+        self.count(|p| p.rls_errors = p.rls_errors.saturating_add(1));
+        match g.failure_mode {
+            FailureMode::Allow => {
+                self.count(|p| {
+                    p.rls_failure_mode_allowed = p.rls_failure_mode_allowed.saturating_add(1)
+                });
+                true
+            }
+            FailureMode::Deny => {
+                let rejection = Rejection {
+                    http_status: g.failure_status,
+                    grpc_status: GrpcStatus::Unavailable,
+                    details: "meshguard_rate_limit_service_failed".into(),
+                    body: "rate limit service unavailable".into(),
+                    retry_after: None,
+                    headers: Vec::new(),
+                };
+                if let Err(e) = http::send_rejection(&rejection, grpc) {
+                    log::warn!("meshguard {FILTER}: local reply refused: {e}");
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Starts the RLS call for a request a local rule admitted; returns the action.
+    fn check_global(&mut self, rule: &str, entries: &[(String, Vec<u8>)]) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let Some(g) = &shared.config.global else {
+            return Action::Continue;
+        };
+        let grpc = http::is_grpc_request();
+        let mut cache_key = rule.to_owned();
+        for (k, v) in entries {
+            cache_key.push('\0');
+            cache_key.push_str(k);
+            cache_key.push('=');
+            cache_key.push_str(&String::from_utf8_lossy(v));
+        }
+        let now = clock::monotonic_nanos();
+        if g.cache_over_limit {
+            let until = shared
+                .over_limit
+                .try_borrow()
+                .ok()
+                .and_then(|m| m.get(&cache_key).copied());
+            if let Some(until) = until.filter(|u| *u > now) {
+                self.count(|p| p.rls_cached_over_limit = p.rls_cached_over_limit.saturating_add(1));
+                return self.limit(
+                    rule,
+                    Duration::from_nanos(until.saturating_sub(now)),
+                    Vec::new(),
+                    None,
+                    grpc,
+                );
+            }
+        }
+        let message = rls::request(&g.domain, entries);
+        self.count(|p| p.rls_calls = p.rls_calls.saturating_add(1));
+        match self.dispatch_grpc_call(
+            &g.cluster,
+            rls::SERVICE,
+            rls::METHOD,
+            Vec::new(),
+            Some(&message),
+            g.timeout,
+        ) {
+            Ok(token) => {
+                self.rls = Some(RlsCall {
+                    token,
+                    cache_key,
+                    rule: rule.to_owned(),
+                    grpc,
+                });
+                Action::Pause
+            }
+            Err(status) => {
+                log::warn!(
+                    "meshguard {FILTER}: cannot call the rate limit service on cluster {:?}: {status:?}",
+                    g.cluster
+                );
+                if self.rls_failed(grpc) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
+            }
+        }
+    }
+}
+
+impl Context for Stream {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        let Some(call) = self.rls.take_if(|c| c.token == token) else {
+            return;
+        };
+        let answer = if status_code == 0 {
+            self.get_grpc_call_response_body(0, response_size)
+                .map_or(Answer::Invalid, |body| rls::answer(&body))
+        } else {
+            if status_code == GRPC_DEADLINE_EXCEEDED {
+                self.count(|p| p.rls_timeouts = p.rls_timeouts.saturating_add(1));
+            }
+            Answer::Invalid
+        };
+        let go = match answer {
+            Answer::Ok {
+                request_headers,
+                response_headers,
+            } => {
+                for (k, v) in &request_headers {
+                    let _ = abi::replace_map_value(MapType::RequestHeaders, k, v.as_bytes());
+                }
+                self.headers_to_add.extend(response_headers);
+                true
+            }
+            Answer::OverLimit {
+                reset_ns,
+                response_headers,
+                body,
+            } => {
+                self.count(|p| p.rls_over_limit = p.rls_over_limit.saturating_add(1));
+                let now = clock::monotonic_nanos();
+                let global = self.shared.config.global.as_ref();
+                if let (Some(reset), Some(true)) = (reset_ns, global.map(|g| g.cache_over_limit))
+                    && let Ok(mut m) = self.shared.over_limit.try_borrow_mut()
+                {
+                    if m.len() >= MAX_CACHED {
+                        m.retain(|_, until| *until > now);
+                    }
+                    if m.len() < MAX_CACHED {
+                        m.insert(call.cache_key.clone(), now.saturating_add(reset));
+                    }
+                }
+                let body = body.map(|b| String::from_utf8_lossy(&b).into_owned());
+                let retry = Duration::from_nanos(reset_ns.unwrap_or(1_000_000_000));
+                if self.shared.config.mode.enforces() {
+                    self.limit(&call.rule, retry, response_headers, body, call.grpc);
+                    return;
+                }
+                true
+            }
+            Answer::Invalid => self.rls_failed(call.grpc),
+        };
+        if go && let Err(e) = abi::resume_request() {
+            log::warn!("meshguard {FILTER}: cannot resume the request: {e}");
+        }
+    }
+}
 
 /// `x-ratelimit-*` (IETF DRAFT_VERSION_03): limit, remaining, seconds until a token.
 fn ratelimit_headers(limit: u32, remaining: u32, reset: Duration) -> Vec<(String, String)> {
@@ -201,23 +439,31 @@ impl HttpContext for Stream {
             Err(_) => return Action::Continue,
         };
         let spec_of = |s: Source| match s {
-            Source::Rule(i) => config.rules.get(i).map(|r| r.bucket),
+            Source::Rule(i) => config.rules.get(i).and_then(|r| r.bucket),
             Source::Default => config.default_bucket,
         };
         match verdict {
             Verdict::Unlimited => Action::Continue,
             Verdict::Allowed {
-                source, remaining, ..
+                source,
+                remaining,
+                entries,
             } => {
                 if let Ok(mut p) = shared.pending.try_borrow_mut() {
                     p.allowed = p.allowed.saturating_add(1);
                 }
+                if let Source::Rule(i) = source
+                    && config.rules.get(i).is_some_and(|r| r.global)
+                {
+                    return self.check_global(shared.source_name(source), &entries);
+                }
                 if config.x_ratelimit_headers
-                    && let Some(spec) = spec_of(source) {
-                        let missing = f64::from(spec.max_tokens.saturating_sub(remaining));
-                        let reset = Duration::from_nanos(spec.time_for(missing));
-                        self.headers_to_add = ratelimit_headers(spec.max_tokens, remaining, reset);
-                    }
+                    && let Some(spec) = spec_of(source)
+                {
+                    let missing = f64::from(spec.max_tokens.saturating_sub(remaining));
+                    let reset = Duration::from_nanos(spec.time_for(missing));
+                    self.headers_to_add = ratelimit_headers(spec.max_tokens, remaining, reset);
+                }
                 Action::Continue
             }
             Verdict::Limited {

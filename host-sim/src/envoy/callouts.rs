@@ -63,7 +63,10 @@ impl Envoy {
                 {
                     let close = GrpcDelivery::Close {
                         status: 14,
-                        message: "upstream request timeout".into(),
+                        // Envoy's async gRPC client appends the response code details
+                        // (checked against Envoy 1.40; a routed gRPC request's timeout has
+                        // just the body as grpc-message).
+                        message: "upstream request timeout{response_timeout}".into(),
                     };
                     self.w().sched.at(
                         now.saturating_add(ns(t)),
@@ -158,27 +161,47 @@ impl Envoy {
         let Some(idx) = vm.store.data_mut().http_calls.remove(&token) else {
             return;
         };
+        // The async client's router answers some failures itself (a local reply with
+        // `:status`, `content-length`, `content-type: text/plain`), like for routed requests.
+        let router_reply = |status: &str, body: &str| {
+            let mut h = HeaderMap::new();
+            h.add(":status", status);
+            h.add("content-length", body.len().to_string());
+            h.add("content-type", "text/plain");
+            (h, body.as_bytes().to_vec(), HeaderMap::new())
+        };
         let (headers, body, trailers, label, reset) = match outcome {
             HttpCallOutcome::Response {
-                headers,
+                mut headers,
                 body,
                 trailers,
             } => {
                 let label = format!("response {}", headers.get(":status").unwrap_or("?"));
+                if !self.cfg.suppress_envoy_headers {
+                    let now = self.now_ns();
+                    let start = self.w().callouts.get(idx).map_or(now, |r| r.t_ns);
+                    let ms = now.saturating_sub(start) / 1_000_000;
+                    headers.set("x-envoy-upstream-service-time", ms.to_string());
+                }
                 (headers, body, trailers, label, false)
             }
             HttpCallOutcome::Timeout => {
-                let mut h = HeaderMap::new();
-                h.add(":status", "504");
-                h.add("content-length", "24");
-                h.add("content-type", "text/plain");
-                (
-                    h,
-                    b"upstream request timeout".to_vec(),
-                    HeaderMap::new(),
-                    "timeout".into(),
-                    false,
-                )
+                let (h, b, t) = router_reply("504", "upstream request timeout");
+                (h, b, t, "timeout".into(), false)
+            }
+            HttpCallOutcome::ConnectFailure => {
+                let (h, b, t) = router_reply(
+                    "503",
+                    "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure",
+                );
+                (h, b, t, "connect_failure".into(), false)
+            }
+            HttpCallOutcome::ResetBeforeHeaders => {
+                let (h, b, t) = router_reply(
+                    "503",
+                    "upstream connect error or disconnect/reset before headers. reset reason: remote reset",
+                );
+                (h, b, t, "reset_before_headers".into(), false)
             }
             HttpCallOutcome::Reset => (
                 HeaderMap::new(),

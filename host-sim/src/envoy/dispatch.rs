@@ -245,7 +245,7 @@ impl Envoy {
                 id,
                 503,
                 0x20,
-                "upstream_reset_before_response_started{remote_connection_failure}",
+                "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
                 "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure",
             ),
         }

@@ -6,8 +6,9 @@
 //! when it continues. Body: Continue forwards the filter's buffer; Pause is
 //! StopIterationAndBuffer: the next call sees the whole buffer (cumulative `body_size`); a
 //! buffered body over the buffer limit is a 413 (request) or 500 (response). Trailers: Pause
-//! holds them (and any buffered body). Deferred actions (`continue_stream`, `close_stream`,
-//! `send_local_response`) run after the callback returns. A local reply before any response
+//! holds them (and any buffered body). Deferred actions run when the callback returns:
+//! `close_stream` and `send_local_response` before Envoy acts on the callback's result,
+//! `continue_stream` after it. A local reply before any response
 //! goes through the filter's own response callbacks; after the response started it resets
 //! the stream.
 
@@ -112,11 +113,14 @@ impl Envoy {
         Some((res, after, stop, r))
     }
 
-    /// CHECK_FAIL: fail-open continues; otherwise the stream fails once (503 local reply).
+    /// CHECK_FAIL: the stream fails once (503 local reply) and stops.
+    ///
+    /// Whatever the failure policy: Envoy 1.40's `failure_policy: FAIL_OPEN` only decides
+    /// whether *new* streams on a failed VM get the filter (they skip it, see
+    /// [`Envoy::pick_vm`]); the stream whose callback trapped, and any other stream already
+    /// in the failed VM, fail like FAIL_CLOSED (checked against Envoy 1.40 by the
+    /// differential suite; cpp-host's own `fail_open` is the legacy field, not set by it).
     pub(crate) fn check_fail(&mut self, id: u64) -> St {
-        if self.failure_policy() == FailurePolicy::FailOpen {
-            return St::Continue;
-        }
         let first = self
             .streams
             .get_mut(&id)
@@ -149,7 +153,21 @@ impl Envoy {
 
     // === request start ===
 
-    pub(crate) fn start_request(&mut self, id: u64, headers: HeaderMap, eos: bool) {
+    pub(crate) fn start_request(&mut self, id: u64, mut headers: HeaderMap, eos: bool) {
+        if self.cfg.hcm_headers {
+            // ConnectionManagerUtility::mutateRequestHeaders with the default config
+            // (use_remote_address false, generate_request_id true), plaintext listener.
+            if !headers.contains(":scheme") {
+                // HTTP/1.x requests carry no scheme; the HCM adds it (plaintext: http).
+                headers.add(":scheme", "http");
+            }
+            if !headers.contains("x-forwarded-proto") {
+                headers.add("x-forwarded-proto", "http");
+            }
+            if !headers.contains("x-request-id") {
+                headers.add("x-request-id", request_id(self.cfg.seed, id));
+            }
+        }
         let now = self.now_ns();
         let wall = self.wall_clock_ns();
         let Some(worker) = self.streams.get(&id).map(|s| s.rec.worker) else {
@@ -335,6 +353,10 @@ impl Envoy {
                 }
             }
         };
+        let later = match vm_ref {
+            Some(r) => self.after_call_terminal(r, after),
+            None => Vec::new(),
+        };
         if st == St::Continue
             && let Some(hs) = self.hs(id)
         {
@@ -351,8 +373,26 @@ impl Envoy {
             }
         }
         if let Some(r) = vm_ref {
-            self.after_call(r, after);
+            self.after_call(r, later);
         }
+    }
+
+    /// Runs the deferred `close_stream` and `send_local_response` of a stream callback now —
+    /// Envoy runs them when the VM call returns, *before* the filter manager acts on the
+    /// callback's result (so a stream closed from `on_request_headers` never reaches the
+    /// upstream) — and returns the `continue_stream` actions, which take effect after it.
+    pub(crate) fn after_call_terminal(
+        &mut self,
+        vm: VmRef,
+        after: Vec<AfterAction>,
+    ) -> Vec<AfterAction> {
+        let (later, now): (Vec<_>, Vec<_>) = after
+            .into_iter()
+            .partition(|a| matches!(a, AfterAction::Continue { .. }));
+        if !now.is_empty() {
+            self.after_call(vm, now);
+        }
+        later
     }
 
     pub(crate) fn process_data(&mut self, id: u64, d: D, chunk: Vec<u8>, eos: bool) {
@@ -361,7 +401,7 @@ impl Envoy {
         };
         let mode = s.mode;
         let skip_vm = d == D::Resp && s.failure_local_reply_sent;
-        let limit = self.cfg.buffer_limit;
+        let limit = self.cfg.buffer_limit();
         {
             let dir = dir_mut(s, d);
             if eos {
@@ -424,6 +464,7 @@ impl Envoy {
         if let Some(s) = self.streams.get_mut(&id) {
             dir_mut(s, d).buffering = false;
         }
+        let after = self.after_call_terminal(r, after);
         if self.live(id) {
             match st {
                 St::Continue => {
@@ -512,6 +553,7 @@ impl Envoy {
             Call::Ran(Some(0)) if !stop => St::Continue,
             Call::Ran(Some(_)) => St::Stop,
         };
+        let after = self.after_call_terminal(r, after);
         if self.live(id) {
             match st {
                 St::Continue => {
@@ -624,6 +666,23 @@ impl Envoy {
         };
         self.send_local_reply(id, spec);
     }
+}
+
+/// A UUID v4 for `x-request-id`, from the seed and the stream id (its own generator, so
+/// request ids do not shift the module's random numbers or the load driver's draws).
+fn request_id(seed: u64, stream: u64) -> String {
+    let mut rng = crate::rng::Rng::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    let a = (a & !0xF000) | 0x4000; // version 4
+    let b = (b & !(0xC << 60)) | (0x8 << 60); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFFF,
+        b >> 48,
+        b & 0xFFFF_FFFF_FFFF
+    )
 }
 
 pub(crate) fn dir_mut(s: &mut super::stream::Stream, d: D) -> &mut super::stream::Dir {

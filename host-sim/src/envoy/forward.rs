@@ -44,10 +44,16 @@ impl Envoy {
         } else {
             s.resp.headers_eos
         };
-        let headers = match self.hs(id) {
+        // HTTP/1.x: a response that starts before the request ended closes the connection
+        // (the HCM drains it and adds `connection: close` after the filters ran).
+        let close = d == D::Resp && !s.req.eos_seen && !self.cfg.protocol.starts_with("HTTP/2");
+        let mut headers = match self.hs(id) {
             Some(hs) => view(hs, d).headers.clone(),
             None => return,
         };
+        if close {
+            headers.add("connection", "close");
+        }
         if d == D::Req {
             // The router: (re)select the route, then send upstream.
             let dirty = self
@@ -161,7 +167,11 @@ impl Envoy {
             return;
         }
         if s.rec.downstream.headers.is_some() {
-            // Response headers already went downstream: all Envoy can do is reset.
+            // Response headers already went downstream: all Envoy can do is reset; the
+            // details still become the response code details (`on_log` sees them).
+            if let Some(hs) = self.hs(id) {
+                hs.info.response_code_details = Some(spec.details.clone());
+            }
             self.reset(id, spec.details);
             return;
         }
@@ -269,8 +279,14 @@ impl Envoy {
         }
     }
 
-    pub(crate) fn upstream_response_headers(&mut self, id: u64, headers: HeaderMap, eos: bool) {
+    pub(crate) fn upstream_response_headers(&mut self, id: u64, mut headers: HeaderMap, eos: bool) {
         let now = self.now_ns();
+        if !self.cfg.suppress_envoy_headers {
+            // The router: milliseconds since the request went upstream, truncated.
+            let sent = self.hs(id).and_then(|hs| hs.info.upstream_sent_ns);
+            let ms = now.saturating_sub(sent.unwrap_or(now)) / 1_000_000;
+            headers.set("x-envoy-upstream-service-time", ms.to_string());
+        }
         let code = headers.get(":status").and_then(|v| v.parse::<u32>().ok());
         if let Some(s) = self.streams.get_mut(&id) {
             s.waiting_upstream = false;

@@ -78,6 +78,9 @@ impl Envoy {
         headers: impl Into<HeaderMap>,
         end_stream: bool,
     ) -> Result<Verdict> {
+        if self.finished.contains_key(&id.0) {
+            return Ok(self.verdict(id.0, D::Resp));
+        }
         let s = self.get_stream(id)?;
         if s.ended() || s.local_response {
             return Ok(self.verdict(id.0, D::Resp));
@@ -158,6 +161,11 @@ impl Envoy {
     }
 
     fn precheck(&self, id: StreamId, d: D) -> Result<Option<Verdict>> {
+        // A finished stream (local reply, reset) ignores what the peer still sends, as Envoy
+        // does; the verdict says what happened.
+        if self.finished.contains_key(&id.0) {
+            return Ok(Some(self.verdict(id.0, d)));
+        }
         let s = self.get_stream(id)?;
         if s.ended() || (d == D::Req && s.local_response) {
             return Ok(Some(self.verdict(id.0, d)));

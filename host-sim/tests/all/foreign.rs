@@ -11,7 +11,8 @@ fn foreign_functions_are_recorded() -> Result {
     envoy.send_request_headers(s, get("foreign"), true)?;
     assert_eq!(
         probe_line(&envoy, "foreign").as_deref(),
-        Some("clear_route_cache=0 set_envoy_filter_state=0 unknown=1")
+        // `k.ey` has no filter-state object factory in Envoy: NOT_FOUND.
+        Some("clear_route_cache=0 set_envoy_filter_state=1 unknown=1")
     );
     let names: Vec<String> = envoy.foreign_calls().into_iter().map(|c| c.name).collect();
     assert_eq!(
@@ -23,6 +24,30 @@ fn foreign_functions_are_recorded() -> Result {
         ]
     );
     assert_eq!(envoy.foreign_calls()[0].stream, Some(s.0));
+    Ok(())
+}
+
+#[test]
+fn filter_state_needs_a_registered_factory_that_parses_the_value() -> Result {
+    let mut envoy = probe()?.build()?;
+    let s = envoy.new_stream();
+    envoy.send_request_headers(s, get("filter_state_keys"), true)?;
+    let lines = probe_lines(&envoy, "filter_state");
+    for (line, status) in [
+        ("k.ey=v", 1),
+        ("envoy.string=v", 0),
+        ("envoy.upstream.dynamic_port=8080", 0),
+        ("envoy.upstream.dynamic_port=not-a-port", 2),
+        (
+            "envoy.network.transport_socket.original_dst_address=nope",
+            2,
+        ),
+    ] {
+        assert!(
+            lines.contains(&format!("{line}:{status}")),
+            "{line}: {lines:?}"
+        );
+    }
     Ok(())
 }
 

@@ -46,6 +46,42 @@ pub struct RawConfig {
     pub x_ratelimit_headers: bool,
     /// In dry run, add this request header (value `1`) to requests that would be limited.
     pub dry_run_header: Option<String>,
+    /// Global limits over the RLS v3 protocol.
+    pub global: Option<RawGlobal>,
+}
+
+/// `global`: the Rate Limit Service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    /// Envoy cluster of the RLS (HTTP/2).
+    pub cluster: String,
+    /// The limits' domain.
+    pub domain: String,
+    /// Call timeout. Default `20ms` (Envoy's).
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+    /// `allow` (default, Envoy's) or `deny` when the RLS fails or times out.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// Status when `failure_mode` is `deny`. Default 500 (Envoy's `status_on_error`).
+    #[serde(default)]
+    pub failure_status: Option<u16>,
+    /// Answer OVER_LIMIT locally until the RLS's `duration_until_reset`, without calling it.
+    /// Default true.
+    #[serde(default)]
+    pub cache_over_limit: Option<bool>,
+}
+
+/// What happens when the RLS cannot answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Let the request through (counted).
+    #[default]
+    Allow,
+    /// Reject it with `failure_status`.
+    Deny,
 }
 
 /// A rule.
@@ -56,8 +92,12 @@ pub struct RawRule {
     pub name: String,
     /// Entries, all of which must match.
     pub entries: Vec<Entry>,
-    /// The rule's bucket.
-    pub token_bucket: RawBucket,
+    /// The rule's local bucket (a rule needs a bucket, `global`, or both).
+    #[serde(default)]
+    pub token_bucket: Option<RawBucket>,
+    /// Also check this rule's descriptor with the RLS (after the local bucket admits).
+    #[serde(default)]
+    pub global: bool,
     /// Per-value rules: most buckets kept (older ones are evicted). Default 1000.
     #[serde(default)]
     pub max_dynamic_buckets: Option<u32>,
@@ -83,8 +123,10 @@ pub struct Rule {
     pub name: String,
     /// Entries.
     pub entries: Vec<Entry>,
-    /// Bucket.
-    pub bucket: Spec,
+    /// Local bucket.
+    pub bucket: Option<Spec>,
+    /// Checked with the RLS.
+    pub global: bool,
     /// Per value (one bucket per distinct entry values).
     pub per_value: bool,
     /// Slots of the per-value table.
@@ -108,6 +150,25 @@ pub struct Config {
     pub x_ratelimit_headers: bool,
     /// Dry-run marker header (lower-case).
     pub dry_run_header: Option<String>,
+    /// The RLS.
+    pub global: Option<Global>,
+}
+
+/// A validated `global` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Global {
+    /// Cluster.
+    pub cluster: String,
+    /// Domain.
+    pub domain: String,
+    /// Timeout.
+    pub timeout: core::time::Duration,
+    /// Failure mode.
+    pub failure_mode: FailureMode,
+    /// Deny status.
+    pub failure_status: u16,
+    /// Cache OVER_LIMIT answers.
+    pub cache_over_limit: bool,
 }
 
 /// Largest per-value table (slots in shared data, each ~40 bytes).
@@ -165,11 +226,24 @@ impl TryFrom<RawConfig> for Config {
                 &format!("{f}.max_dynamic_buckets"),
                 || format!("must be between 1 and {MAX_DYNAMIC_BUCKETS}"),
             )?;
+            ensure(r.token_bucket.is_some() || r.global, &f, || {
+                "needs a token_bucket, global: true, or both".into()
+            })?;
+            ensure(
+                !r.global || raw.global.is_some(),
+                &format!("{f}.global"),
+                || "needs the top-level global section (the RLS cluster and domain)".into(),
+            )?;
             rules.push(Rule {
                 name: r.name.clone(),
                 per_value: r.entries.iter().any(Entry::is_per_value),
                 entries: r.entries.clone(),
-                bucket: bucket(&r.token_bucket, &format!("{f}.token_bucket"))?,
+                bucket: r
+                    .token_bucket
+                    .as_ref()
+                    .map(|b| bucket(b, &format!("{f}.token_bucket")))
+                    .transpose()?,
+                global: r.global,
                 max_dynamic_buckets: max_dynamic,
             });
         }
@@ -193,8 +267,43 @@ impl TryFrom<RawConfig> for Config {
             }
             None => None,
         };
+        let global = match &raw.global {
+            Some(g) => {
+                ensure(!g.cluster.is_empty(), "global.cluster", || {
+                    "must not be empty".into()
+                })?;
+                ensure(!g.domain.is_empty(), "global.domain", || {
+                    "must not be empty".into()
+                })?;
+                let timeout = g
+                    .timeout
+                    .map_or(core::time::Duration::from_millis(20), ConfigDuration::get);
+                ensure(
+                    (core::time::Duration::from_millis(1)..=core::time::Duration::from_secs(10))
+                        .contains(&timeout),
+                    "global.timeout",
+                    || "must be between 1ms and 10s".into(),
+                )?;
+                let failure_status = g.failure_status.unwrap_or(500);
+                ensure(
+                    (400..=599).contains(&failure_status),
+                    "global.failure_status",
+                    || "must be a 4xx or 5xx status".into(),
+                )?;
+                Some(Global {
+                    cluster: g.cluster.clone(),
+                    domain: g.domain.clone(),
+                    timeout,
+                    failure_mode: g.failure_mode,
+                    failure_status,
+                    cache_over_limit: g.cache_over_limit.unwrap_or(true),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             mode: raw.mode,
+            global,
             rules,
             default_bucket,
             status,
@@ -241,13 +350,29 @@ mod tests {
         assert_eq!(r.max_dynamic_buckets, 1000);
         assert_eq!(
             r.bucket,
-            Spec {
+            Some(Spec {
                 max_tokens: 5,
                 tokens_per_fill: 1,
                 fill_interval_ns: 1_000_000_000
-            }
+            })
         );
         assert!(c.needs_source_address() && c.default_bucket.is_none());
+    }
+
+    #[test]
+    fn global_defaults() {
+        let c = parse(
+            r#"{"global": {"cluster": "rls", "domain": "shop"},
+                "descriptors": [{"name": "a", "entries": [{"generic_key": {"value": "x"}}], "global": true}]}"#,
+        )
+        .unwrap();
+        let g = c.global.unwrap();
+        assert_eq!(g.timeout, core::time::Duration::from_millis(20));
+        assert_eq!(
+            (g.failure_mode, g.failure_status, g.cache_over_limit),
+            (FailureMode::Allow, 500, true)
+        );
+        assert!(c.rules[0].global && c.rules[0].bucket.is_none());
     }
 
     #[test]

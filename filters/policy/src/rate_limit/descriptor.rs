@@ -121,14 +121,16 @@ impl Request<'_> {
 /// `1.2.3.4:5678` → `1.2.3.4`; `[::1]:80` → `::1`; anything else unchanged.
 fn strip_port(addr: &[u8]) -> Vec<u8> {
     if let Some(rest) = addr.strip_prefix(b"[")
-        && let Some(end) = rest.iter().position(|b| *b == b']') {
-            return rest.get(..end).unwrap_or(rest).to_vec();
-        }
+        && let Some(end) = rest.iter().position(|b| *b == b']')
+    {
+        return rest.get(..end).unwrap_or(rest).to_vec();
+    }
     let colons = addr.iter().filter(|b| **b == b':').count();
     if colons == 1
-        && let Some(i) = addr.iter().position(|b| *b == b':') {
-            return addr.get(..i).unwrap_or(addr).to_vec();
-        }
+        && let Some(i) = addr.iter().position(|b| *b == b':')
+    {
+        return addr.get(..i).unwrap_or(addr).to_vec();
+    }
     addr.to_vec()
 }
 

@@ -107,19 +107,18 @@ impl Engine {
             let Some(entries) = descriptor::evaluate(&rule.entries, req) else {
                 continue;
             };
-            let taken = if rule.per_value {
-                let hash = hash_values(&entries);
-                self.take_dynamic(
-                    i,
-                    hash,
-                    &rule.bucket,
-                    rule.max_dynamic_buckets,
-                    now_ns,
-                    store,
-                )
-            } else {
-                let key = format!("{}/s/{}", self.prefix, rule.name);
-                self.take_leased(&key, &rule.bucket, now_ns, store)
+            let taken = match &rule.bucket {
+                None => Taken::Yes {
+                    remaining: u32::MAX,
+                },
+                Some(spec) if rule.per_value => {
+                    let hash = hash_values(&entries);
+                    self.take_dynamic(i, hash, spec, rule.max_dynamic_buckets, now_ns, store)
+                }
+                Some(spec) => {
+                    let key = format!("{}/s/{}", self.prefix, rule.name);
+                    self.take_leased(&key, spec, now_ns, store)
+                }
             };
             return verdict(Source::Rule(i), entries, taken);
         }
@@ -141,12 +140,13 @@ impl Engine {
         store: &mut impl Store,
     ) -> Taken {
         if let Some(lease) = self.leases.get_mut(key)
-            && lease.tokens > 0 {
-                lease.tokens = lease.tokens.saturating_sub(1);
-                return Taken::Yes {
-                    remaining: lease.last_seen.saturating_add(lease.tokens),
-                };
-            }
+            && lease.tokens > 0
+        {
+            lease.tokens = lease.tokens.saturating_sub(1);
+            return Taken::Yes {
+                remaining: lease.last_seen.saturating_add(lease.tokens),
+            };
+        }
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (mut b, cas) = read_bucket(store, key, spec, now_ns);
             // Lease an eighth of what is there (at least the one token needed).
@@ -237,9 +237,10 @@ impl Engine {
         };
         if let Some(&slot) = self.slots.get(&(rule, hash)) {
             if let Some((v, cas)) = store.get(&self.slot_key(rule, slot))
-                && let Some(s) = Slot::decode(&v).filter(|s| s.hash == hash) {
-                    return Some((slot, s, cas));
-                }
+                && let Some(s) = Slot::decode(&v).filter(|s| s.hash == hash)
+            {
+                return Some((slot, s, cas));
+            }
             self.slots.remove(&(rule, hash));
         }
         let capacity = capacity.max(1);
@@ -274,7 +275,7 @@ impl Engine {
             .rules
             .iter()
             .filter(|r| !r.per_value)
-            .map(|r| (format!("{}/s/{}", self.prefix, r.name), r.bucket))
+            .filter_map(|r| Some((format!("{}/s/{}", self.prefix, r.name), r.bucket?)))
             .collect();
         if let Some(d) = config.default_bucket {
             specs.insert(format!("{}/default", self.prefix), d);
