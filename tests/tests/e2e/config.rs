@@ -50,7 +50,7 @@ fn bad_mode_is_rejected_and_good_config_accepted() {
     assert!(
         envoy
             .log()
-            .contains("meshguard rate_limit: configured (mode dry_run)"),
+            .contains("meshguard rate_limit: configured (mode dry_run"),
         "{}",
         envoy.log()
     );
