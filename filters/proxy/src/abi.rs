@@ -179,6 +179,7 @@ mod host {
         ) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         pub fn proxy_continue_stream(stream: u32) -> u32;
+        pub fn proxy_get_status(code: *mut u32, msg: *mut *mut u8, msg_len: *mut usize) -> u32;
     }
 }
 
@@ -287,6 +288,9 @@ mod host {
         UNIMPLEMENTED
     }
     pub unsafe fn proxy_continue_stream(_: u32) -> u32 {
+        UNIMPLEMENTED
+    }
+    pub unsafe fn proxy_get_status(_: *mut u32, _: *mut *mut u8, _: *mut usize) -> u32 {
         UNIMPLEMENTED
     }
 }
@@ -499,6 +503,17 @@ pub fn set_tick_period(period: core::time::Duration) -> Result<(), Status> {
 pub fn resume_request() -> Result<(), Status> {
     // SAFETY: plain value.
     check(unsafe { host::proxy_continue_stream(0) })
+}
+
+/// The status of the callout being delivered (`proxy_get_status`): code and message bytes.
+/// (The SDK's wrapper panics on a message that is not UTF-8.)
+pub fn get_status() -> Result<(u32, Vec<u8>), Status> {
+    let mut code = 0u32;
+    let mut ptr = null_mut();
+    let mut len = 0usize;
+    // SAFETY: pointers to live locals, valid for the call.
+    check(unsafe { host::proxy_get_status(&mut code, &mut ptr, &mut len) })?;
+    Ok((code, take(ptr, len)))
 }
 
 /// Property paths are segments joined by NUL (the convention of Envoy and the SDKs).

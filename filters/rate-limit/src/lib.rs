@@ -358,7 +358,12 @@ impl Context for Stream {
             self.get_grpc_call_response_body(0, response_size)
                 .map_or(Answer::Invalid, |body| rls::answer(&body))
         } else {
-            if status_code == GRPC_DEADLINE_EXCEEDED {
+            // Envoy reports its own call timeout as UNAVAILABLE with the message
+            // "upstream request timeout{response_timeout}" (checked against 1.40).
+            let message = abi::get_status().map(|(_, m)| m).unwrap_or_default();
+            let timed_out = status_code == GRPC_DEADLINE_EXCEEDED
+                || message.windows(7).any(|w| w == b"timeout");
+            if timed_out {
                 self.count(|p| p.rls_timeouts = p.rls_timeouts.saturating_add(1));
             }
             Answer::Invalid

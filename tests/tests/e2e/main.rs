@@ -8,5 +8,6 @@ mod config;
 mod load_shed;
 mod proxy;
 mod rate_limit;
+mod rate_limit_global;
 mod smoke;
 mod transparency;
