@@ -56,6 +56,8 @@ pub struct PhaseResult {
     pub errors: u64,
     /// Latencies of 2xx responses, sorted (ms).
     pub ok_latency_ms: Vec<f64>,
+    /// Latencies of every answered request, any status, sorted (ms).
+    pub all_latency_ms: Vec<f64>,
     /// Phase length (s).
     pub seconds: f64,
     /// Every request: (seconds since the phase started when it was sent, outcome status —
@@ -221,6 +223,9 @@ async fn run_phase(
                 _ => 0,
             },
         ));
+        if let Outcome::Status(_, latency) = outcome {
+            r.all_latency_ms.push(latency.as_secs_f64() * 1000.0);
+        }
         match outcome {
             Outcome::Status(s, latency) if (200..300).contains(&s) => {
                 r.ok += 1;
@@ -232,6 +237,7 @@ async fn run_phase(
         }
     }
     r.ok_latency_ms.sort_by(f64::total_cmp);
+    r.all_latency_ms.sort_by(f64::total_cmp);
     Ok(r)
 }
 
