@@ -306,6 +306,38 @@ mod tests {
         assert!((l.baseline().unwrap() - 30.0).abs() < 0.01);
     }
 
+    /// Property: whatever the sequence of windows, the limit stays within its bounds, and for
+    /// one state a higher latency never gives a higher limit (monotone reaction).
+    #[test]
+    fn random_windows_keep_bounds_and_react_monotonically() {
+        let p = GradientParams { min_limit: 3.0, max_limit: 200.0, ..GradientParams::default() };
+        for seed in 1..200u64 {
+            let mut rng = seed;
+            let mut next = || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut l = GradientLimit::new(p.clone());
+            for _ in 0..300 {
+                let sample = 1.0 + (next() % 100_000) as f64;
+                let low = (next() % 3 == 0).then(|| 1.0 + (next() % 50_000) as f64);
+                let peak = (next() % 300) as f64;
+                let w = window(sample, low, peak);
+                // Monotone: the same state with a higher sample never ends higher.
+                let mut a = l.clone();
+                let mut b = l.clone();
+                a.update(&w);
+                b.update(&window(sample * 1.5, low, peak));
+                assert!(b.limit() <= a.limit() + 1e-9, "seed {seed}: {} > {}", b.limit(), a.limit());
+                l.update(&w);
+                assert!((3.0..=200.0).contains(&l.limit()), "seed {seed}: {}", l.limit());
+                assert!(l.limit().is_finite());
+            }
+        }
+    }
+
     #[test]
     fn bounds_hold() {
         let p = GradientParams {
