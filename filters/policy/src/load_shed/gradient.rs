@@ -310,7 +310,11 @@ mod tests {
     /// one state a higher latency never gives a higher limit (monotone reaction).
     #[test]
     fn random_windows_keep_bounds_and_react_monotonically() {
-        let p = GradientParams { min_limit: 3.0, max_limit: 200.0, ..GradientParams::default() };
+        let p = GradientParams {
+            min_limit: 3.0,
+            max_limit: 200.0,
+            ..GradientParams::default()
+        };
         for seed in 1..200u64 {
             let mut rng = seed;
             let mut next = || {
@@ -330,9 +334,18 @@ mod tests {
                 let mut b = l.clone();
                 a.update(&w);
                 b.update(&window(sample * 1.5, low, peak));
-                assert!(b.limit() <= a.limit() + 1e-9, "seed {seed}: {} > {}", b.limit(), a.limit());
+                assert!(
+                    b.limit() <= a.limit() + 1e-9,
+                    "seed {seed}: {} > {}",
+                    b.limit(),
+                    a.limit()
+                );
                 l.update(&w);
-                assert!((3.0..=200.0).contains(&l.limit()), "seed {seed}: {}", l.limit());
+                assert!(
+                    (3.0..=200.0).contains(&l.limit()),
+                    "seed {seed}: {}",
+                    l.limit()
+                );
                 assert!(l.limit().is_finite());
             }
         }

@@ -38,6 +38,9 @@ pub struct RawConfig {
     pub descriptors: Vec<RawRule>,
     /// Bucket of requests no rule matches (none: they pass).
     pub token_bucket: Option<RawBucket>,
+    /// Requests a rule admitted also take a token from `token_bucket` (Envoy's
+    /// `always_consume_default_token_bucket`). Default true.
+    pub always_consume_default_token_bucket: Option<bool>,
     /// Status of a limited request. Default 429.
     pub status: Option<u16>,
     /// Body of a limited request (and `grpc-message`). Default `rate limited`.
@@ -142,6 +145,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Default bucket.
     pub default_bucket: Option<Spec>,
+    /// Matched requests also consume the default bucket.
+    pub always_consume_default: bool,
     /// Limited status.
     pub status: u16,
     /// Limited body.
@@ -306,6 +311,7 @@ impl TryFrom<RawConfig> for Config {
             global,
             rules,
             default_bucket,
+            always_consume_default: raw.always_consume_default_token_bucket.unwrap_or(true),
             status,
             body: raw.response_body.unwrap_or_else(|| "rate limited".into()),
             x_ratelimit_headers: raw.x_ratelimit_headers,

@@ -120,6 +120,27 @@ impl Engine {
                     self.take_leased(&key, spec, now_ns, store)
                 }
             };
+            if let (Taken::Yes { .. }, Some(spec), true) = (
+                &taken,
+                &config.default_bucket,
+                config.always_consume_default,
+            ) {
+                // Like Envoy's `always_consume_default_token_bucket`: the service-wide bucket
+                // holds whatever rule a request matched.
+                let key = format!("{}/default", self.prefix);
+                if let Taken::No {
+                    retry_after_ns,
+                    contended,
+                } = self.take_leased(&key, spec, now_ns, store)
+                {
+                    return Verdict::Limited {
+                        source: Source::Default,
+                        entries,
+                        retry_after_ns,
+                        contended,
+                    };
+                }
+            }
             return verdict(Source::Rule(i), entries, taken);
         }
         match &config.default_bucket {

@@ -229,3 +229,33 @@ fn unused_leases_go_back_on_tick() {
         .count();
     assert_eq!(n, 79);
 }
+
+#[test]
+fn matched_requests_also_consume_the_default_bucket_unless_told_not_to() {
+    let rules = r#""descriptors": [{"name": "per_client", "entries": [{"header": {"name": "x-client"}}],
+                   "token_bucket": {"max_tokens": 10, "fill_interval": "1h"}}],
+                   "token_bucket": {"max_tokens": 3, "fill_interval": "1h"}"#;
+    let h = headers(&[("x-client", "a")]);
+    let req = Request {
+        headers: &h,
+        source_address: None,
+    };
+    let c = config(&format!("{{{rules}}}"));
+    let mut store = MemStore::default();
+    let mut e = Engine::new("rl");
+    let allowed = (0..10)
+        .filter(|_| matches!(e.decide(&c, &req, 0, &mut store), Verdict::Allowed { .. }))
+        .count();
+    assert_eq!(allowed, 3, "the service-wide bucket of 3 holds");
+    // (The rule's own bucket paid for the ten attempts: it is empty now too.)
+    assert!(matches!(e.decide(&c, &req, 0, &mut store), Verdict::Limited { .. }));
+    let c = config(&format!(
+        "{{{rules}, \"always_consume_default_token_bucket\": false}}"
+    ));
+    let mut store = MemStore::default();
+    let mut e = Engine::new("rl");
+    let allowed = (0..20)
+        .filter(|_| matches!(e.decide(&c, &req, 0, &mut store), Verdict::Allowed { .. }))
+        .count();
+    assert_eq!(allowed, 10);
+}
