@@ -1,24 +1,52 @@
 //! Time, read in one place and passed into policy as an argument.
 //!
-//! Monotonic time comes from WASI `clock_time_get(MONOTONIC)` (Envoy answers it from its
-//! monotonic clock); it is what every policy measures latency and intervals with. Wall time
-//! (`REALTIME`) is only for what must be shown to people (logs, `retry-after` deadlines across
-//! hosts). Both are read through std, which on `wasm32-wasip1` is exactly those WASI calls and
-//! cannot panic.
+//! Monotonic time comes from WASI `clock_time_get(MONOTONIC)`: Envoy answers it from its
+//! process-wide steady clock, so **the value is the same in every worker VM** — which matters,
+//! because deadlines written to shared data by one worker (a breaker's open-until, a report's
+//! age) are read by the others. It is read raw, not through `std::time::Instant`: an `Instant`
+//! can only be turned into a number relative to another `Instant` of the same VM, and such
+//! per-VM origins differ between workers. Wall time (`REALTIME`) is only for what must be shown
+//! to people.
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Monotonic nanoseconds since the first call in this VM. Never goes backwards.
-#[allow(clippy::disallowed_methods)] // the one place a filter reads the monotonic clock
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)] // the WASI import itself
+mod wasi {
+    /// `clock_time_get` clock id of the monotonic clock.
+    pub const MONOTONIC: u32 = 1;
+
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    unsafe extern "C" {
+        /// WASI preview 1 `clock_time_get(id, precision, *time) -> errno`.
+        pub fn clock_time_get(id: u32, precision: u64, time: *mut u64) -> u16;
+    }
+}
+
+/// Nanoseconds of the host's monotonic clock: process-wide in Envoy (the same origin in every
+/// worker VM), never going backwards. 0 if the host refuses the call.
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)] // one WASI import, its only out-parameter is a local
 pub fn monotonic_nanos() -> u64 {
+    let mut t = 0u64;
+    // SAFETY: `t` is a live local the host writes 8 bytes to.
+    let errno = unsafe { wasi::clock_time_get(wasi::MONOTONIC, 1, &mut t) };
+    if errno == 0 { t } else { 0 }
+}
+
+/// Native stand-in (tests): nanoseconds since the first call in this process.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::disallowed_methods)] // native tests only
+pub fn monotonic_nanos() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let now = Instant::now();
     let epoch = *EPOCH.get_or_init(|| now);
     u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Monotonic time as a [`Duration`] since the first call in this VM.
+/// Monotonic time as a [`Duration`] (see [`monotonic_nanos`]).
 pub fn monotonic() -> Duration {
     Duration::from_nanos(monotonic_nanos())
 }

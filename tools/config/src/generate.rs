@@ -1,0 +1,270 @@
+//! Spec → Envoy bootstrap and Istio manifests, with meshguard's defaults filled in.
+
+use serde_json::{Value, json};
+
+use crate::spec::{Dependency, Mode, Spec};
+
+/// Header the sandbox router sets to pick a sandbox cluster (routes use `cluster_header`).
+pub const SANDBOX_ROUTE_HEADER: &str = "x-meshguard-route";
+/// The ORIGINAL_DST cluster for `host:port` sandbox targets.
+pub const SANDBOX_ORIGINAL_DST: &str = "meshguard_sandbox_original_dst";
+
+fn wasm_filter(spec: &Spec, filter: &str, config: Value) -> Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": filter,
+                "root_id": filter,
+                "vm_config": {
+                    "vm_id": format!("meshguard_{filter}"),
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": format!("{}/{filter}.wasm", spec.modules.dir)}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": config.to_string(),
+                },
+                "failure_policy": failure_policy(filter),
+            },
+        },
+    })
+}
+
+/// Recommended `failure_policy` per filter (docs/deploy.md): protection filters fail open so a
+/// broken filter never takes the service down; the sandbox router fails open too (baseline).
+pub fn failure_policy(filter: &str) -> &'static str {
+    match filter {
+        "load_shed" | "circuit_breaker" | "rate_limit" | "sandbox_router" => "FAIL_OPEN",
+        _ => "FAIL_CLOSED",
+    }
+}
+
+/// The filter configs the spec asks for, as (filter, config) in chain order per direction.
+pub fn filter_configs(spec: &Spec) -> (Vec<(&'static str, Value)>, Vec<(&'static str, Value)>) {
+    let p = &spec.policies;
+    let mut inbound = Vec::new();
+    if let Some(r) = &p.rate_limit {
+        let mut c = json!({
+            "mode": r.mode.as_str(),
+            "token_bucket": {"max_tokens": r.burst.unwrap_or(r.rps), "tokens_per_fill": r.rps, "fill_interval": "1s"},
+        });
+        if let Some(per) = r.per_client_rps {
+            c["descriptors"] = json!([{
+                "name": "per_client",
+                "entries": [{"client_address": {}}],
+                "token_bucket": {"max_tokens": per, "tokens_per_fill": per, "fill_interval": "1s"},
+            }]);
+        }
+        inbound.push(("rate_limit", c));
+    }
+    if let Some(l) = &p.load_shed {
+        let exempt: Vec<Value> = l
+            .exempt_paths
+            .clone()
+            .unwrap_or_else(|| vec!["/healthz".into(), "/ready".into()])
+            .into_iter()
+            .map(|path| json!({"path": {"exact": path}}))
+            .collect();
+        let mut c = json!({"mode": l.mode.as_str(), "exempt": exempt});
+        if let Some(h) = &l.criticality_header {
+            c["criticality"] = json!({"header": h});
+        }
+        inbound.push(("load_shed", c));
+    }
+    let mut outbound = Vec::new();
+    if let Some(s) = &p.sandbox_router {
+        outbound.push(("sandbox_router", json!({"mode": s.mode.as_str()})));
+    }
+    if let Some(b) = &p.circuit_breaker {
+        let mut c = json!({"mode": b.mode.as_str()});
+        if let Some(n) = b.consecutive_failures {
+            c["trip"] = json!({"consecutive_failures": n});
+        }
+        if let Some(d) = &b.open_for {
+            c["open"] = json!({"base_duration": d});
+        }
+        outbound.push(("circuit_breaker", c));
+    }
+    (inbound, outbound)
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    })
+}
+
+fn listener(name: &str, bind: &str, port: u16, route_config: Value, filters: Vec<Value>) -> Value {
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": bind, "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "codec_type": "AUTO",
+                "route_config": route_config,
+                "http_filters": filters,
+            },
+        }]}],
+    })
+}
+
+fn is_ip(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn cluster(name: &str, host: &str, port: u16, http2: bool) -> Value {
+    let protocol = if http2 {
+        json!({"explicit_http_config": {"http2_protocol_options": {}}})
+    } else {
+        json!({"use_downstream_protocol_config": {}})
+    };
+    let mut protocol = protocol;
+    protocol["@type"] =
+        json!("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    json!({
+        "name": name,
+        "type": if is_ip(host) { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": host, "port_value": port}}
+        }}]}]},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": protocol,
+        },
+    })
+}
+
+fn split_address(d: &Dependency) -> (String, u16) {
+    let (h, p) = d.address.rsplit_once(':').unwrap_or((&d.address, "80"));
+    (h.to_owned(), p.parse().unwrap_or(80))
+}
+
+/// The complete sidecar bootstrap.
+pub fn envoy_bootstrap(spec: &Spec) -> Value {
+    let (inbound_filters, outbound_filters) = filter_configs(spec);
+    let sandbox = spec.policies.sandbox_router.is_some();
+    let mut inbound: Vec<Value> = inbound_filters
+        .into_iter()
+        .map(|(f, c)| wasm_filter(spec, f, c))
+        .collect();
+    inbound.push(router());
+    let mut outbound: Vec<Value> = outbound_filters
+        .into_iter()
+        .map(|(f, c)| wasm_filter(spec, f, c))
+        .collect();
+    outbound.push(router());
+
+    let inbound_routes = json!({
+        "name": "inbound",
+        "virtual_hosts": [{"name": spec.service, "domains": ["*"],
+                           "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "local_service", "timeout": "15s"}}]}],
+    });
+    let vhosts: Vec<Value> = spec
+        .dependencies
+        .iter()
+        .map(|d| {
+            let mut routes = Vec::new();
+            if sandbox {
+                // Set by the sandbox router only (it strips client-supplied copies).
+                routes.push(json!({
+                    "match": {"prefix": "/", "headers": [{"name": SANDBOX_ROUTE_HEADER, "present_match": true}]},
+                    "route": {"cluster_header": SANDBOX_ROUTE_HEADER, "timeout": "15s"},
+                }));
+            }
+            routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": d.name, "timeout": "15s"}}));
+            json!({"name": d.name, "domains": [d.name, format!("{}:*", d.name)], "routes": routes})
+        })
+        .collect();
+    let outbound_routes = json!({"name": "outbound", "virtual_hosts": vhosts});
+
+    let mut clusters = vec![cluster(
+        "local_service",
+        &spec.service_address,
+        spec.port,
+        false,
+    )];
+    for d in &spec.dependencies {
+        let (host, port) = split_address(d);
+        clusters.push(cluster(&d.name, &host, port, d.grpc));
+    }
+    if sandbox {
+        clusters.push(json!({
+            "name": SANDBOX_ORIGINAL_DST,
+            "type": "ORIGINAL_DST",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": "1s",
+            "original_dst_lb_config": {"use_http_header": true},
+        }));
+    }
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.admin_port}}},
+        "static_resources": {
+            "listeners": [
+                listener(&format!("inbound_{}", spec.service), &spec.bind, spec.inbound_port, inbound_routes, inbound),
+                listener(&format!("outbound_{}", spec.service), &spec.bind, spec.outbound_port, outbound_routes, outbound),
+            ],
+            "clusters": clusters,
+        },
+    })
+}
+
+/// One Istio `WasmPlugin` per policy (inbound ones on the SERVER side, outbound on CLIENT).
+pub fn istio_manifests(spec: &Spec, version: &str) -> Vec<Value> {
+    let (inbound, outbound) = filter_configs(spec);
+    let tag = spec
+        .modules
+        .tag
+        .clone()
+        .unwrap_or_else(|| version.to_owned());
+    let n = inbound.len();
+    inbound
+        .into_iter()
+        .map(|f| (f, "SERVER"))
+        .chain(outbound.into_iter().map(|f| (f, "CLIENT")))
+        .enumerate()
+        .map(|(i, ((filter, config), mode))| {
+            // Earlier in the chain = higher priority (Istio orders by descending priority).
+            let priority = 100 - i32::try_from(if mode == "SERVER" { i } else { i - n }).unwrap_or(0) * 10;
+            json!({
+                "apiVersion": "extensions.istio.io/v1alpha1",
+                "kind": "WasmPlugin",
+                "metadata": {"name": format!("{}-{}", spec.service, filter.replace('_', "-"))},
+                "spec": {
+                    "selector": {"matchLabels": {"app": spec.service}},
+                    "url": format!("oci://{}/{filter}:{tag}", spec.modules.oci_repository),
+                    "pluginName": filter,
+                    "phase": "UNSPECIFIED_PHASE",
+                    "priority": priority,
+                    "failStrategy": if failure_policy(filter) == "FAIL_OPEN" { "FAIL_OPEN" } else { "FAIL_CLOSE" },
+                    "match": [{"mode": mode}],
+                    "pluginConfig": config,
+                },
+            })
+        })
+        .collect()
+}
+
+/// `mode` of the spec's policies, for the summary.
+pub fn modes(spec: &Spec) -> Vec<(&'static str, Mode)> {
+    let p = &spec.policies;
+    let mut out = Vec::new();
+    if let Some(r) = &p.rate_limit {
+        out.push(("rate_limit", r.mode));
+    }
+    if let Some(l) = &p.load_shed {
+        out.push(("load_shed", l.mode));
+    }
+    if let Some(s) = &p.sandbox_router {
+        out.push(("sandbox_router", s.mode));
+    }
+    if let Some(b) = &p.circuit_breaker {
+        out.push(("circuit_breaker", b.mode));
+    }
+    out
+}
