@@ -79,9 +79,19 @@ fn shipped_envoy_configs_validate() {
         if !text.contains("static_resources:") {
             continue;
         }
+        // Fill every placeholder the shipped configs use (validate mode neither binds nor fetches).
+        let sha = "a".repeat(64);
         let rendered = template::render(
             &text,
-            &[("MESHGUARD_DIST", &dist), ("UPSTREAM_PORT", "18080")],
+            &[
+                ("MESHGUARD_DIST", &dist),
+                ("UPSTREAM_PORT", "18080"),
+                ("MODULES_PORT", "18081"),
+                ("RATE_LIMIT_SHA256", &sha),
+                ("LOAD_SHED_SHA256", &sha),
+                ("SANDBOX_ROUTER_SHA256", &sha),
+                ("CIRCUIT_BREAKER_SHA256", &sha),
+            ],
         )
         .unwrap();
         let tmp = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();

@@ -9,6 +9,49 @@ pub const SANDBOX_ROUTE_HEADER: &str = "x-meshguard-route";
 /// The ORIGINAL_DST cluster for `host:port` sandbox targets.
 pub const SANDBOX_ORIGINAL_DST: &str = "meshguard_sandbox_original_dst";
 
+/// Cluster Envoy fetches remote modules through.
+pub const MODULES_CLUSTER: &str = "meshguard_modules";
+
+fn code(spec: &Spec, filter: &str) -> Value {
+    match &spec.modules.remote {
+        None => json!({"local": {"filename": format!("{}/{filter}.wasm", spec.modules.dir)}}),
+        Some(r) => {
+            let sha = r
+                .sha256
+                .get(filter)
+                .cloned()
+                .unwrap_or_else(|| format!("${{{}_SHA256}}", filter.to_ascii_uppercase()));
+            json!({"remote": {
+                "http_uri": {
+                    "uri": format!("{}/{filter}.wasm", r.base_url.trim_end_matches('/')),
+                    "cluster": MODULES_CLUSTER,
+                    "timeout": "10s",
+                },
+                "sha256": sha,
+                // Envoy's default is one retry; a sidecar starting before the module server
+                // is reachable would keep a failed filter until the next config update.
+                "retry_policy": {"num_retries": 10, "retry_back_off": {"base_interval": "1s", "max_interval": "30s"}},
+            }})
+        }
+    }
+}
+
+fn modules_cluster(spec: &Spec) -> Option<Value> {
+    let r = spec.modules.remote.as_ref()?;
+    let hostport = r.base_url.strip_prefix("http://")?.split('/').next()?;
+    let (host, port) = hostport.rsplit_once(':')?;
+    let mut c = cluster(MODULES_CLUSTER, host, port.parse().unwrap_or(0), false);
+    if let Some(o) = c.as_object_mut() {
+        o.remove("typed_extension_protocol_options");
+    }
+    if port.parse::<u16>().is_err() {
+        // A `${PLACEHOLDER}` port, filled in at deploy time (proto JSON accepts quoted numbers).
+        c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["port_value"] = json!(port);
+    }
+    Some(c)
+}
+
 fn wasm_filter(spec: &Spec, filter: &str, config: Value) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
@@ -20,7 +63,7 @@ fn wasm_filter(spec: &Spec, filter: &str, config: Value) -> Value {
                 "vm_config": {
                     "vm_id": format!("meshguard_{filter}"),
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": format!("{}/{filter}.wasm", spec.modules.dir)}},
+                    "code": code(spec, filter),
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -41,8 +84,11 @@ pub fn failure_policy(filter: &str) -> &'static str {
     }
 }
 
-/// The filter configs the spec asks for, as (filter, config) in chain order per direction.
-pub fn filter_configs(spec: &Spec) -> (Vec<(&'static str, Value)>, Vec<(&'static str, Value)>) {
+/// Filters of one direction, in chain order: (filter name, filter config).
+pub type Chain = Vec<(&'static str, Value)>;
+
+/// The filter configs the spec asks for: (inbound chain, outbound chain).
+pub fn filter_configs(spec: &Spec) -> (Chain, Chain) {
     let p = &spec.policies;
     let mut inbound = Vec::new();
     if let Some(r) = &p.rate_limit {
@@ -193,6 +239,7 @@ pub fn envoy_bootstrap(spec: &Spec) -> Value {
         let (host, port) = split_address(d);
         clusters.push(cluster(&d.name, &host, port, d.grpc));
     }
+    clusters.extend(modules_cluster(spec));
     if sandbox {
         clusters.push(json!({
             "name": SANDBOX_ORIGINAL_DST,
@@ -242,7 +289,11 @@ pub fn istio_manifests(spec: &Spec, version: &str) -> Vec<Value> {
                     "phase": "UNSPECIFIED_PHASE",
                     "priority": priority,
                     "failStrategy": if failure_policy(filter) == "FAIL_OPEN" { "FAIL_OPEN" } else { "FAIL_CLOSE" },
-                    "match": [{"mode": mode}],
+                    "match": [if mode == "SERVER" {
+                        json!({"mode": mode, "ports": [{"number": spec.port}]})
+                    } else {
+                        json!({"mode": mode})
+                    }],
                     "pluginConfig": config,
                 },
             })

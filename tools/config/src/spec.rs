@@ -187,6 +187,22 @@ pub struct Modules {
     /// Tag of the OCI images. Default the meshguard version.
     #[serde(default)]
     pub tag: Option<String>,
+    /// Fetch modules over HTTP instead of from `dir`: `<base_url>/<filter>.wasm`, pinned by
+    /// sha256 (Envoy's `vm_config.code.remote`).
+    #[serde(default)]
+    pub remote: Option<Remote>,
+}
+
+/// Remote module source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remote {
+    /// `http://host:port/path`, the folder holding `<filter>.wasm`.
+    pub base_url: String,
+    /// sha256 per filter, e.g. `{load_shed: "ab12..."}`; a filter without one gets the
+    /// placeholder `${<FILTER>_SHA256}` to fill in at deploy time.
+    #[serde(default)]
+    pub sha256: std::collections::BTreeMap<String, String>,
 }
 
 fn module_dir() -> String {
@@ -202,6 +218,7 @@ impl Default for Modules {
             dir: module_dir(),
             oci_repository: registry(),
             tag: None,
+            remote: None,
         }
     }
 }
@@ -238,6 +255,20 @@ impl Spec {
             names.windows(2).all(|w| w[0] != w[1]),
             "dependencies: names must be unique"
         );
+        if let Some(r) = &spec.modules.remote {
+            let url = r.base_url.strip_prefix("http://").unwrap_or_default();
+            anyhow::ensure!(
+                url.split('/')
+                    .next()
+                    .is_some_and(|hp| hp.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty()
+                            && (p.parse::<u16>().is_ok()
+                                || (p.starts_with("${") && p.ends_with('}')))
+                    })),
+                "modules.remote.base_url: {:?} must be http://host:port/...",
+                r.base_url
+            );
+        }
         if let Some(r) = &spec.policies.rate_limit {
             anyhow::ensure!(r.rps > 0, "policies.rate_limit.rps: must be positive");
         }

@@ -46,6 +46,102 @@ fn shipped_configs_are_the_generator_output() {
         "envoy-configs/istio/shop.yaml is stale"
     );
     assert_eq!(istio_manifests(&spec, "x").len(), 4);
+    let remote = Spec::parse(
+        &std::fs::read_to_string(root().join("envoy-configs/examples/shop-remote.yaml")).unwrap(),
+    )
+    .unwrap();
+    let shipped =
+        strip(std::fs::read_to_string(root().join("envoy-configs/sidecar-remote.yaml")).unwrap());
+    assert_eq!(
+        shipped,
+        strip(to_yaml(&envoy_bootstrap(&remote)).unwrap()),
+        "envoy-configs/sidecar-remote.yaml is stale"
+    );
+}
+
+/// Serves `dir/<name>` at `/meshguard/<name>` (a minimal HTTP/1.1 file server for the test).
+async fn serve_modules(dir: std::path::PathBuf) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let name = path.strip_prefix("/meshguard/").unwrap_or("");
+                let resp = match std::fs::read(dir.join(name)) {
+                    Ok(body) if !name.is_empty() && !name.contains('/') => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend(body);
+                        r
+                    }
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = s.write_all(&resp).await;
+            });
+        }
+    });
+    addr
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_sidecar_fetches_its_modules_over_http_pinned_by_sha256() {
+    use sha2::Digest;
+    let dist = paths::wasm("load_shed")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let modules = serve_modules(dist.clone()).await;
+    let service = Upstream::start(UpstreamConfig::default()).await.unwrap();
+    let (inbound, outbound) = (free_port(), free_port());
+    let sha = |f: &str| {
+        hex(&sha2::Sha256::digest(
+            std::fs::read(dist.join(format!("{f}.wasm"))).unwrap(),
+        ))
+    };
+    let yaml = format!(
+        "service: shop\nport: {}\nbind: 127.0.0.1\ninbound_port: {inbound}\noutbound_port: {outbound}\n\
+         policies:\n  rate_limit: {{rps: 1, burst: 2}}\n  load_shed: {{}}\n\
+         modules:\n  remote:\n    base_url: http://{modules}/meshguard\n    sha256: {{rate_limit: {}, load_shed: {}}}\n",
+        service.addr().port(),
+        sha("rate_limit"),
+        sha("load_shed"),
+    );
+    let spec = Spec::parse(&yaml).unwrap();
+    let envoy = tokio::task::spawn_blocking(move || {
+        Envoy::start(&EnvoyConfig::raw(envoy_bootstrap(&spec)))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let at = SocketAddr::from(([127, 0, 0, 1], inbound));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = h1::exchange(at, &h1::head("GET", "/", &[(b"host", b"shop")]))
+            .await
+            .unwrap();
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [200, 200, 429], "{}", envoy.log_tail(4000));
 }
 
 #[test]
