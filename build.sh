@@ -6,6 +6,8 @@
 #   ./build.sh up           set up, build, run Envoy with all four filters on 127.0.0.1:10000
 #   ./build.sh bench NAME   run a benchmark (overhead, ...); prints meshguard next to its anchor
 #   ./build.sh setup        only the set-up (toolchain targets, pinned Envoy, Debian tools)
+#   ./build.sh oci          build, then pack each filter as OCI image layouts in dist/oci/<filter>/
+#   ./build.sh push REG/REPO  build, pack, push every image with skopeo; print digests and references
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,7 +23,7 @@ DIST="$ROOT/dist"
 WASM_TARGET="wasm32-wasip1"
 FILTERS=(load_shed circuit_breaker rate_limit sandbox_router)
 FIXTURES=(noop abi_probe proxy_probe)
-DEBIAN_PACKAGES=(wrk nghttp2-client redis-server)
+DEBIAN_PACKAGES=(wrk nghttp2-client redis-server skopeo docker-registry)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
@@ -147,12 +149,79 @@ cmd_bench() {
     exec target/release/meshguard-bench "$name" --envoy "$ENVOY_BIN" --dist "$DIST" "$@"
 }
 
+# Packs dist/*.wasm into reproducible OCI image layouts, dist/oci/<filter>/ with two tags:
+# <version>-compat (one tar+gzip layer holding plugin.wasm) and <version> (runtime-config +
+# raw-module layers), the two layouts Istio and Envoy Gateway read. Prints one line per image
+# (artifact= variant= tag= manifest= module= bytes= layout=). See docs/oci.md.
+pack_oci() {
+    cargo build --quiet -p meshguard-oci
+    log "packing OCI image layouts into dist/oci/"
+    target/debug/meshguard-oci --dist "$DIST" --out "$DIST/oci"
+}
+
+cmd_oci() {
+    setup
+    build
+    pack_oci
+}
+
+# Pushes every packed image to <registry>/<repo>/<filter>:<tag> with skopeo, keeping digests;
+# extra arguments go to `skopeo copy` (e.g. --dest-creds user:pass). Loopback registries are
+# spoken to over plain HTTP.
+cmd_push() {
+    local dest="${1:-}"
+    [[ "$dest" == */* ]] || die "usage: ./build.sh push <registry>/<repo> [skopeo copy options...]"
+    shift
+    dest="${dest%/}"
+    local registry="${dest%%/*}" scheme=https
+    local tls=()
+    case "${registry%:*}" in
+        localhost|127.*|"[::1]") tls=(--dest-tls-verify=false); scheme=http ;;
+    esac
+    setup
+    build
+    local lines
+    lines="$(pack_oci)"
+    log "pushing to $dest (skopeo copy --preserve-digests)"
+    local digestfile
+    digestfile="$(mktemp)"
+    while read -r line; do
+        local artifact="" variant="" tag="" manifest="" module="" field
+        for field in ${line% layout=*}; do
+            case "$field" in
+                artifact=*) artifact="${field#*=}" ;;
+                variant=*) variant="${field#*=}" ;;
+                tag=*) tag="${field#*=}" ;;
+                manifest=*) manifest="${field#*=}" ;;
+                module=*) module="${field#*=}" ;;
+            esac
+        done
+        local layout="${line#* layout=}" repo="$dest/$artifact"
+        skopeo copy --quiet --preserve-digests "${tls[@]}" --digestfile "$digestfile" "$@" \
+            "oci:$layout:$tag" "docker://$repo:$tag"
+        local pushed
+        pushed="$(cat "$digestfile")"
+        [[ "$pushed" == "$manifest" ]] || die "$repo:$tag: registry digest $pushed != built $manifest"
+        # Istio WasmPlugin.url / Envoy Gateway image.url pin the manifest digest; plain Envoy
+        # fetches the raw-module blob of the oci variant and pins the module's own sha256.
+        local out="artifact=$artifact variant=$variant tag=$tag manifest=$manifest"
+        out+=" ref=$repo:$tag istio=oci://$repo@$manifest gateway=$repo@$manifest"
+        if [[ "$variant" == oci ]]; then
+            out+=" envoy_uri=$scheme://$registry/v2/${repo#*/}/blobs/$module envoy_sha256=${module#sha256:}"
+        fi
+        printf '%s\n' "$out"
+    done <<<"$lines"
+    rm -f "$digestfile"
+}
+
 case "${1:-build}" in
     build) setup; build ;;
     setup) setup ;;
     test) cmd_test ;;
     up) cmd_up ;;
     bench) shift; cmd_bench "$@" ;;
-    -h|--help|help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+    oci) cmd_oci ;;
+    push) shift; cmd_push "$@" ;;
+    -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (try ./build.sh help)" ;;
 esac

@@ -18,6 +18,7 @@ pub mod h1;
 pub mod h2;
 pub mod loadgen;
 pub mod paths;
+pub mod registry;
 pub mod response;
 pub mod template;
 

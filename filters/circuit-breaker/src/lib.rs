@@ -16,6 +16,7 @@ use meshguard_policy::circuit_breaker::engine::{Decision, Engine, Finished};
 use meshguard_policy::circuit_breaker::outcome::{Observed, Outcome};
 use meshguard_policy::circuit_breaker::state::{Admission, Phase, Transition, TripReason};
 use meshguard_policy::grpc::is_grpc_content_type;
+use meshguard_policy::per_route::Choice;
 use meshguard_policy::{GrpcStatus, Rejection};
 use meshguard_proxy::abi::{self, MapType};
 use meshguard_proxy::shared::{SharedData, plugin_name};
@@ -220,6 +221,11 @@ impl Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if let Some(per_route) = &self.shared.config.per_route
+            && per_route.choose(http::route_metadata(FILTER).as_deref()) == Choice::Off
+        {
+            return Action::Continue;
+        }
         let Some(cluster) = abi::get_property(&["xds", "cluster_name"]).ok().flatten() else {
             return Action::Continue; // no route or no cluster: nothing to protect
         };

@@ -13,6 +13,7 @@ use meshguard_policy::load_shed::config::{Config, RawConfig};
 use meshguard_policy::load_shed::criticality::{Admit, Criticality};
 use meshguard_policy::load_shed::worker::Worker;
 use meshguard_policy::num::floor_u32;
+use meshguard_policy::per_route::Choice;
 use meshguard_policy::{GrpcStatus, Rejection};
 use meshguard_proxy::shared::{SharedData, plugin_name};
 use meshguard_proxy::{Counter, Gauge, Metrics, abi, clock, config, http};
@@ -176,6 +177,11 @@ impl Stream {
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let config = &self.shared.config;
+        if let Some(per_route) = &config.per_route
+            && per_route.choose(http::route_metadata(FILTER).as_deref()) == Choice::Off
+        {
+            return Action::Continue;
+        }
         let (path, method) = (
             if config.needs_path() {
                 http::request_header(":path")

@@ -23,6 +23,7 @@ pub mod load_shed;
 pub mod matcher;
 pub mod mode;
 pub mod num;
+pub mod per_route;
 pub mod rate_limit;
 pub mod reject;
 pub mod store;

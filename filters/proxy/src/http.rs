@@ -135,3 +135,11 @@ mod tests {
         );
     }
 }
+
+/// The value of `xds.route_metadata.filter_metadata.meshguard.<filter>` for the request's
+/// route (`None` when absent), for [`meshguard_policy::per_route`].
+pub fn route_metadata(filter: &str) -> Option<Vec<u8>> {
+    abi::get_property(&["xds", "route_metadata", "filter_metadata", "meshguard", filter])
+        .ok()
+        .flatten()
+}

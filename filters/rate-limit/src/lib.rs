@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
+use meshguard_policy::per_route::Choice;
 use meshguard_policy::rate_limit::config::{Config, FailureMode, RawConfig};
 use meshguard_policy::rate_limit::descriptor::Request;
 use meshguard_policy::rate_limit::engine::{Engine, Source, Verdict};
@@ -75,21 +76,55 @@ struct Shared {
 }
 
 impl Shared {
+    /// Index into the `limited` counters: every rule (profiles' included), then the default
+    /// bucket of the top level and of each profile.
     fn source_index(&self, s: Source) -> usize {
+        let n = self.config.rules.len();
         match s {
             Source::Rule(i) => i,
-            Source::Default => self.config.rules.len(),
+            Source::Default(None) => n,
+            Source::Default(Some(p)) => n.saturating_add(1).saturating_add(p),
         }
     }
 
-    fn source_name(&self, s: Source) -> &str {
+    fn source_name(&self, s: Source) -> String {
         match s {
             Source::Rule(i) => self
                 .config
                 .rules
                 .get(i)
-                .map_or("default", |r| r.name.as_str()),
-            Source::Default => "default",
+                .map_or_else(|| "default".into(), |r| r.name.clone()),
+            Source::Default(None) => "default".into(),
+            Source::Default(Some(p)) => self
+                .config
+                .profiles
+                .get(p)
+                .map_or_else(|| "default".into(), |pr| format!("{}.default", pr.name)),
+        }
+    }
+
+    /// The profile this request's route asks for, or `Err(())` when the filter is off there.
+    fn route_profile(&self) -> Result<Option<usize>, ()> {
+        let c = &self.config;
+        if c.per_route.is_none() && c.profiles.is_empty() {
+            return Ok(None);
+        }
+        match c
+            .per_route
+            .unwrap_or_default()
+            .choose(http::route_metadata(FILTER).as_deref())
+        {
+            Choice::Off => Err(()),
+            Choice::On => Ok(None),
+            Choice::Profile(name) => match c.profile(&name) {
+                Some(i) => Ok(Some(i)),
+                None => {
+                    log::warn!(
+                        "meshguard {FILTER}: route asks for unknown profile {name:?}; using the top level"
+                    );
+                    Ok(None)
+                }
+            },
         }
     }
 }
@@ -120,6 +155,9 @@ impl RootContext for Root {
             .map(|r| m.counter(&format!("limited.{}", r.name)))
             .collect();
         limited.push(m.counter("limited.default"));
+        for p in &config.profiles {
+            limited.push(m.counter(&format!("limited.{}.default", p.name)));
+        }
         let stats = Stats {
             allowed: m.counter("allowed"),
             limited,
@@ -137,7 +175,11 @@ impl RootContext for Root {
             config.mode.as_str(),
             config.rules.len()
         );
-        let n = config.rules.len().saturating_add(1);
+        let n = config
+            .rules
+            .len()
+            .saturating_add(1)
+            .saturating_add(config.profiles.len());
         let prefix = format!("meshguard.rl.{}", plugin_name());
         self.shared = Some(Rc::new(Shared {
             config,
@@ -429,6 +471,9 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;
+        let Ok(profile) = shared.route_profile() else {
+            return Action::Continue;
+        };
         let headers = abi::get_map_pairs(MapType::RequestHeaders).unwrap_or_default();
         let source = if config.needs_source_address() {
             abi::get_property(&["source", "address"]).ok().flatten()
@@ -440,12 +485,18 @@ impl HttpContext for Stream {
             source_address: source.as_deref(),
         };
         let verdict = match shared.engine.try_borrow_mut() {
-            Ok(mut e) => e.decide(config, &req, clock::monotonic_nanos(), &mut SharedData),
+            Ok(mut e) => e.decide_in(
+                config,
+                profile,
+                &req,
+                clock::monotonic_nanos(),
+                &mut SharedData,
+            ),
             Err(_) => return Action::Continue,
         };
         let spec_of = |s: Source| match s {
             Source::Rule(i) => config.rules.get(i).and_then(|r| r.bucket),
-            Source::Default => config.default_bucket,
+            Source::Default(p) => config.default_of(p),
         };
         match verdict {
             Verdict::Unlimited => Action::Continue,
@@ -460,7 +511,7 @@ impl HttpContext for Stream {
                 if let Source::Rule(i) = source
                     && config.rules.get(i).is_some_and(|r| r.global)
                 {
-                    return self.check_global(shared.source_name(source), &entries);
+                    return self.check_global(&shared.source_name(source), &entries);
                 }
                 if config.x_ratelimit_headers
                     && let Some(spec) = spec_of(source)

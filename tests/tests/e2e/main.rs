@@ -6,6 +6,8 @@
 mod circuit_breaker;
 mod config;
 mod load_shed;
+mod oci;
+mod per_route;
 mod proxy;
 mod rate_limit;
 mod rate_limit_global;

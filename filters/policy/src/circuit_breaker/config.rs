@@ -63,6 +63,9 @@ pub struct RawConfig {
     pub status: Option<u16>,
     /// Rejection body (and `grpc-message`).
     pub response_body: Option<String>,
+    /// Read route metadata (`filter_metadata.meshguard.circuit_breaker`: `on`/`off`) to turn the
+    /// breaker on or off per route (e.g. `{"default": "off"}` and `on` on one dependency's route).
+    pub per_route: Option<crate::per_route::PerRoute>,
 }
 
 /// `key`.
@@ -189,6 +192,8 @@ pub struct Config {
     pub status: u16,
     /// Rejection body.
     pub body: String,
+    /// Per-route on/off.
+    pub per_route: Option<crate::per_route::PerRoute>,
 }
 
 impl Config {
@@ -407,6 +412,7 @@ impl TryFrom<RawConfig> for Config {
             },
             evaluation_interval: interval,
             status,
+            per_route: raw.per_route,
             body: raw
                 .response_body
                 .unwrap_or_else(|| "upstream unavailable: circuit open".into()),

@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub response_body: Option<String>,
     /// `retry-after` sent with HTTP rejections, when set.
     pub retry_after: Option<ConfigDuration>,
+    /// Read route metadata (`filter_metadata.meshguard.load_shed`: `on`/`off`) to exempt routes.
+    pub per_route: Option<crate::per_route::PerRoute>,
 }
 
 /// `concurrency_limit_params`.
@@ -141,6 +143,8 @@ pub struct Config {
     pub body: String,
     /// `retry-after`.
     pub retry_after: Option<Duration>,
+    /// Per-route on/off.
+    pub per_route: Option<crate::per_route::PerRoute>,
 }
 
 /// Smallest update interval accepted: ticks faster than this cost more than they help.
@@ -253,6 +257,7 @@ impl TryFrom<RawConfig> for Config {
             status,
             body: raw.response_body.unwrap_or_else(|| "overloaded".into()),
             retry_after: raw.retry_after.map(ConfigDuration::get),
+            per_route: raw.per_route,
         })
     }
 }

@@ -51,6 +51,21 @@ pub struct RawConfig {
     pub dry_run_header: Option<String>,
     /// Global limits over the RLS v3 protocol.
     pub global: Option<RawGlobal>,
+    /// Read route metadata (`filter_metadata.meshguard.rate_limit`: `off`, `on` or a profile
+    /// name) to change behaviour per route (see `meshguard_policy::per_route`).
+    pub per_route: Option<crate::per_route::PerRoute>,
+    /// Named alternatives to `descriptors` + `token_bucket`, chosen per route.
+    pub profiles: std::collections::BTreeMap<String, RawProfile>,
+}
+
+/// A profile: its own rules and default bucket (everything else is shared with the top level).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProfile {
+    /// Rules, first full match wins.
+    pub descriptors: Vec<RawRule>,
+    /// Bucket of requests no rule of the profile matches.
+    pub token_bucket: Option<RawBucket>,
 }
 
 /// `global`: the Rate Limit Service.
@@ -134,6 +149,17 @@ pub struct Rule {
     pub per_value: bool,
     /// Slots of the per-value table.
     pub max_dynamic_buckets: u32,
+    /// The profile the rule belongs to (`None`: the top level).
+    pub profile: Option<usize>,
+}
+
+/// A validated profile.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Name (route metadata value).
+    pub name: String,
+    /// Its default bucket.
+    pub default_bucket: Option<Spec>,
 }
 
 /// A validated config.
@@ -157,6 +183,10 @@ pub struct Config {
     pub dry_run_header: Option<String>,
     /// The RLS.
     pub global: Option<Global>,
+    /// Per-route behaviour, when route metadata is read.
+    pub per_route: Option<crate::per_route::PerRoute>,
+    /// Profiles (their rules are in `rules`, tagged with the profile index).
+    pub profiles: Vec<Profile>,
 }
 
 /// A validated `global` section.
@@ -207,49 +237,87 @@ fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// Validates a list of rules; names get `name_prefix` (profiles), rules `profile`.
+fn rules_of(
+    raw: &[RawRule],
+    field: &str,
+    name_prefix: &str,
+    profile: Option<usize>,
+    has_global: bool,
+    existing: &[Rule],
+) -> Result<Vec<Rule>, Invalid> {
+    let mut rules: Vec<Rule> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        ensure(is_name(&r.name), &format!("{f}.name"), || {
+            format!("{:?} must be 1-64 lower-case letters, digits or _", r.name)
+        })?;
+        let name = format!("{name_prefix}{}", r.name);
+        ensure(
+            !rules.iter().chain(existing).any(|x: &Rule| x.name == name),
+            &format!("{f}.name"),
+            || format!("{:?} is used twice", r.name),
+        )?;
+        ensure(!r.entries.is_empty(), &format!("{f}.entries"), || {
+            "needs at least one entry".into()
+        })?;
+        let max_dynamic = r.max_dynamic_buckets.unwrap_or(1000);
+        ensure(
+            (1..=MAX_DYNAMIC_BUCKETS).contains(&max_dynamic),
+            &format!("{f}.max_dynamic_buckets"),
+            || format!("must be between 1 and {MAX_DYNAMIC_BUCKETS}"),
+        )?;
+        ensure(r.token_bucket.is_some() || r.global, &f, || {
+            "needs a token_bucket, global: true, or both".into()
+        })?;
+        ensure(!r.global || has_global, &format!("{f}.global"), || {
+            "needs the top-level global section (the RLS cluster and domain)".into()
+        })?;
+        rules.push(Rule {
+            name,
+            per_value: r.entries.iter().any(Entry::is_per_value),
+            entries: r.entries.clone(),
+            bucket: r
+                .token_bucket
+                .as_ref()
+                .map(|b| bucket(b, &format!("{f}.token_bucket")))
+                .transpose()?,
+            global: r.global,
+            max_dynamic_buckets: max_dynamic,
+            profile,
+        });
+    }
+    Ok(rules)
+}
+
 impl TryFrom<RawConfig> for Config {
     type Error = Invalid;
 
     fn try_from(raw: RawConfig) -> Result<Self, Invalid> {
-        let mut rules = Vec::new();
-        for (i, r) in raw.descriptors.iter().enumerate() {
-            let f = format!("descriptors[{i}]");
-            ensure(is_name(&r.name), &format!("{f}.name"), || {
-                format!("{:?} must be 1-64 lower-case letters, digits or _", r.name)
+        let has_global = raw.global.is_some();
+        let mut rules = rules_of(&raw.descriptors, "descriptors", "", None, has_global, &[])?;
+        let mut profiles = Vec::new();
+        for (i, (name, p)) in raw.profiles.iter().enumerate() {
+            let f = format!("profiles.{name}");
+            ensure(is_name(name) && name != "on" && name != "off", &f, || {
+                "profile names are 1-64 lower-case letters, digits or _, not on/off".into()
             })?;
-            ensure(
-                !rules.iter().any(|x: &Rule| x.name == r.name),
-                &format!("{f}.name"),
-                || format!("{:?} is used twice", r.name),
+            let mut r = rules_of(
+                &p.descriptors,
+                &format!("{f}.descriptors"),
+                &format!("{name}."),
+                Some(i),
+                has_global,
+                &rules,
             )?;
-            ensure(!r.entries.is_empty(), &format!("{f}.entries"), || {
-                "needs at least one entry".into()
-            })?;
-            let max_dynamic = r.max_dynamic_buckets.unwrap_or(1000);
-            ensure(
-                (1..=MAX_DYNAMIC_BUCKETS).contains(&max_dynamic),
-                &format!("{f}.max_dynamic_buckets"),
-                || format!("must be between 1 and {MAX_DYNAMIC_BUCKETS}"),
-            )?;
-            ensure(r.token_bucket.is_some() || r.global, &f, || {
-                "needs a token_bucket, global: true, or both".into()
-            })?;
-            ensure(
-                !r.global || raw.global.is_some(),
-                &format!("{f}.global"),
-                || "needs the top-level global section (the RLS cluster and domain)".into(),
-            )?;
-            rules.push(Rule {
-                name: r.name.clone(),
-                per_value: r.entries.iter().any(Entry::is_per_value),
-                entries: r.entries.clone(),
-                bucket: r
+            rules.append(&mut r);
+            profiles.push(Profile {
+                name: name.clone(),
+                default_bucket: p
                     .token_bucket
                     .as_ref()
                     .map(|b| bucket(b, &format!("{f}.token_bucket")))
                     .transpose()?,
-                global: r.global,
-                max_dynamic_buckets: max_dynamic,
             });
         }
         let default_bucket = raw
@@ -309,6 +377,8 @@ impl TryFrom<RawConfig> for Config {
         Ok(Self {
             mode: raw.mode,
             global,
+            per_route: raw.per_route,
+            profiles,
             rules,
             default_bucket,
             always_consume_default: raw.always_consume_default_token_bucket.unwrap_or(true),
@@ -321,6 +391,19 @@ impl TryFrom<RawConfig> for Config {
 }
 
 impl Config {
+    /// The index of the profile named `name`.
+    pub fn profile(&self, name: &str) -> Option<usize> {
+        self.profiles.iter().position(|p| p.name == name)
+    }
+
+    /// The default bucket of a profile (`None`: the top level).
+    pub fn default_of(&self, profile: Option<usize>) -> Option<Spec> {
+        match profile {
+            None => self.default_bucket,
+            Some(i) => self.profiles.get(i).and_then(|p| p.default_bucket),
+        }
+    }
+
     /// True when some rule needs `source.address`.
     pub fn needs_source_address(&self) -> bool {
         self.rules
@@ -363,6 +446,24 @@ mod tests {
             })
         );
         assert!(c.needs_source_address() && c.default_bucket.is_none());
+    }
+
+    #[test]
+    fn profiles_have_their_own_rules() {
+        let c = parse(
+            r#"{"per_route": {"default": "on"},
+                "token_bucket": {"max_tokens": 100, "fill_interval": "1s"},
+                "profiles": {"checkout": {"descriptors": [{"name": "post", "entries": [{"method": "POST"}],
+                                                           "token_bucket": {"max_tokens": 2, "fill_interval": "1s"}}],
+                                          "token_bucket": {"max_tokens": 5, "fill_interval": "1s"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.profile("checkout"), Some(0));
+        assert_eq!(c.rules[0].name, "checkout.post");
+        assert_eq!(c.rules[0].profile, Some(0));
+        assert_eq!(c.default_of(Some(0)).unwrap().max_tokens, 5);
+        assert_eq!(c.default_of(None).unwrap().max_tokens, 100);
+        assert!(parse(r#"{"profiles": {"off": {}}}"#).is_err());
     }
 
     #[test]

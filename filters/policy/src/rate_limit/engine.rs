@@ -36,8 +36,8 @@ pub const PROBES: u32 = 4;
 pub enum Source {
     /// Rule `i` of the config.
     Rule(usize),
-    /// The default bucket.
-    Default,
+    /// The default bucket of a profile (`None`: the top level).
+    Default(Option<usize>),
 }
 
 /// The decision on one request.
@@ -95,7 +95,7 @@ impl Engine {
         }
     }
 
-    /// Finds the bucket of `req` and takes a token from it.
+    /// Finds the bucket of `req` (top-level rules) and takes a token from it.
     pub fn decide(
         &mut self,
         config: &Config,
@@ -103,7 +103,32 @@ impl Engine {
         now_ns: u64,
         store: &mut impl Store,
     ) -> Verdict {
-        for (i, rule) in config.rules.iter().enumerate() {
+        self.decide_in(config, None, req, now_ns, store)
+    }
+
+    fn default_key(&self, profile: Option<usize>, config: &Config) -> String {
+        match profile.and_then(|i| config.profiles.get(i)) {
+            None => format!("{}/default", self.prefix),
+            Some(p) => format!("{}/p/{}/default", self.prefix, p.name),
+        }
+    }
+
+    /// Like [`Engine::decide`], with the rules and default bucket of `profile`.
+    pub fn decide_in(
+        &mut self,
+        config: &Config,
+        profile: Option<usize>,
+        req: &Request<'_>,
+        now_ns: u64,
+        store: &mut impl Store,
+    ) -> Verdict {
+        let default = config.default_of(profile);
+        for (i, rule) in config
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.profile == profile)
+        {
             let Some(entries) = descriptor::evaluate(&rule.entries, req) else {
                 continue;
             };
@@ -120,21 +145,19 @@ impl Engine {
                     self.take_leased(&key, spec, now_ns, store)
                 }
             };
-            if let (Taken::Yes { .. }, Some(spec), true) = (
-                &taken,
-                &config.default_bucket,
-                config.always_consume_default,
-            ) {
+            if let (Taken::Yes { .. }, Some(spec), true) =
+                (&taken, &default, config.always_consume_default)
+            {
                 // Like Envoy's `always_consume_default_token_bucket`: the service-wide bucket
                 // holds whatever rule a request matched.
-                let key = format!("{}/default", self.prefix);
+                let key = self.default_key(profile, config);
                 if let Taken::No {
                     retry_after_ns,
                     contended,
                 } = self.take_leased(&key, spec, now_ns, store)
                 {
                     return Verdict::Limited {
-                        source: Source::Default,
+                        source: Source::Default(profile),
                         entries,
                         retry_after_ns,
                         contended,
@@ -143,11 +166,11 @@ impl Engine {
             }
             return verdict(Source::Rule(i), entries, taken);
         }
-        match &config.default_bucket {
+        match &default {
             Some(spec) => {
-                let key = format!("{}/default", self.prefix);
+                let key = self.default_key(profile, config);
                 let taken = self.take_leased(&key, spec, now_ns, store);
-                verdict(Source::Default, Vec::new(), taken)
+                verdict(Source::Default(profile), Vec::new(), taken)
             }
             None => Verdict::Unlimited,
         }
@@ -298,8 +321,10 @@ impl Engine {
             .filter(|r| !r.per_value)
             .filter_map(|r| Some((format!("{}/s/{}", self.prefix, r.name), r.bucket?)))
             .collect();
-        if let Some(d) = config.default_bucket {
-            specs.insert(format!("{}/default", self.prefix), d);
+        for profile in core::iter::once(None).chain((0..config.profiles.len()).map(Some)) {
+            if let Some(d) = config.default_of(profile) {
+                specs.insert(self.default_key(profile, config), d);
+            }
         }
         for (key, lease) in &mut self.leases {
             if lease.tokens == 0 {

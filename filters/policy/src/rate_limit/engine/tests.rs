@@ -114,7 +114,7 @@ fn limited_requests_know_when_to_retry() {
         } => {
             assert_eq!(
                 (retry_after_ns, contended, source),
-                (750 * MS, false, Source::Default)
+                (750 * MS, false, Source::Default(None))
             );
         }
         v => panic!("{v:?}"),
@@ -248,7 +248,10 @@ fn matched_requests_also_consume_the_default_bucket_unless_told_not_to() {
         .count();
     assert_eq!(allowed, 3, "the service-wide bucket of 3 holds");
     // (The rule's own bucket paid for the ten attempts: it is empty now too.)
-    assert!(matches!(e.decide(&c, &req, 0, &mut store), Verdict::Limited { .. }));
+    assert!(matches!(
+        e.decide(&c, &req, 0, &mut store),
+        Verdict::Limited { .. }
+    ));
     let c = config(&format!(
         "{{{rules}, \"always_consume_default_token_bucket\": false}}"
     ));
@@ -258,4 +261,40 @@ fn matched_requests_also_consume_the_default_bucket_unless_told_not_to() {
         .filter(|_| matches!(e.decide(&c, &req, 0, &mut store), Verdict::Allowed { .. }))
         .count();
     assert_eq!(allowed, 10);
+}
+
+#[test]
+fn profiles_use_their_own_rules_and_buckets() {
+    let c = config(
+        r#"{"token_bucket": {"max_tokens": 100, "fill_interval": "1h"},
+            "profiles": {"checkout": {"token_bucket": {"max_tokens": 2, "fill_interval": "1h"}}}}"#,
+    );
+    let mut store = MemStore::default();
+    let mut e = Engine::new("rl");
+    let req = Request::default();
+    let p = c.profile("checkout");
+    let n = (0..10)
+        .filter(|_| {
+            matches!(
+                e.decide_in(&c, p, &req, 0, &mut store),
+                Verdict::Allowed { .. }
+            )
+        })
+        .count();
+    assert_eq!(n, 2);
+    assert!(matches!(
+        e.decide_in(&c, p, &req, 0, &mut store),
+        Verdict::Limited {
+            source: Source::Default(Some(0)),
+            ..
+        }
+    ));
+    // The top level is untouched by the profile's traffic.
+    assert!(matches!(
+        e.decide(&c, &req, 0, &mut store),
+        Verdict::Allowed {
+            source: Source::Default(None),
+            ..
+        }
+    ));
 }
