@@ -35,6 +35,17 @@ pub fn wrk(
     duration: Duration,
     cpu: Option<u32>,
 ) -> Result<WrkResult> {
+    wrk_with_headers(addr, connections, duration, cpu, &[])
+}
+
+/// [`wrk`] sending extra request headers (`"name: value"`, each passed as `-H`).
+pub fn wrk_with_headers(
+    addr: SocketAddr,
+    connections: u32,
+    duration: Duration,
+    cpu: Option<u32>,
+    headers: &[String],
+) -> Result<WrkResult> {
     let mut cmd = match cpu {
         Some(c) if which("taskset") => {
             let mut cmd = Command::new("taskset");
@@ -48,8 +59,11 @@ pub fn wrk(
         &format!("-c{connections}"),
         &format!("-d{}s", duration.as_secs().max(1)),
         "--latency",
-        &format!("http://{addr}/"),
     ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.arg(format!("http://{addr}/"));
     let out = cmd
         .output()
         .context("running wrk (install: ./build.sh setup)")?;
@@ -148,8 +162,27 @@ pub fn measure_envoy_cpu(
     connections: u32,
     duration: Duration,
 ) -> Result<EnvoyCpuSample> {
+    measure_envoy_cpu_with_headers(envoy, connections, duration, &[])
+}
+
+/// [`measure_envoy_cpu`] with extra request headers (`"name: value"`).
+///
+/// # Errors
+/// As [`measure_envoy_cpu`].
+pub fn measure_envoy_cpu_with_headers(
+    envoy: &Envoy,
+    connections: u32,
+    duration: Duration,
+    headers: &[String],
+) -> Result<EnvoyCpuSample> {
     let before = envoy.cpu_time()?;
-    let r = wrk(envoy.listener("bench"), connections, duration, Some(1))?;
+    let r = wrk_with_headers(
+        envoy.listener("bench"),
+        connections,
+        duration,
+        Some(1),
+        headers,
+    )?;
     let cpu = envoy.cpu_time()?.saturating_sub(before);
     if r.non_2xx > 0 || r.errors > 0 {
         bail!("{} non-2xx, {} socket errors", r.non_2xx, r.errors);

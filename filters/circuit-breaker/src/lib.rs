@@ -253,6 +253,18 @@ impl HttpContext for Stream {
         {
             self.shared
                 .count(|p| p.rejected = p.rejected.saturating_add(1));
+            http::record_decision(
+                FILTER,
+                &format!(
+                    "{} reason={} cluster={cluster}",
+                    if config.mode.enforces() {
+                        "rejected"
+                    } else {
+                        "dry_run_rejected"
+                    },
+                    why.as_str()
+                ),
+            );
             if config.mode.enforces() {
                 let rejection = Rejection {
                     http_status: config.status,

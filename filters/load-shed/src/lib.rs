@@ -219,16 +219,33 @@ impl HttpContext for Stream {
                 });
                 Action::Continue
             }
-            Admit::No { .. } if !config.mode.enforces() => {
-                worker.admit_anyway(class);
-                self.admitted = Some(Admitted {
-                    class,
-                    start_ns,
-                    low_load: false,
-                });
-                Action::Continue
-            }
-            Admit::No { .. } => {
+            Admit::No { threshold } => {
+                // Envoy-wide limit and in-flight are split into per-worker leases: the decision
+                // names this worker's share, the class's threshold within it and its in-flight.
+                let enforce = config.mode.enforces();
+                http::record_decision(
+                    FILTER,
+                    &format!(
+                        "{} reason=overloaded class={} worker_lease={} threshold={threshold} worker_inflight={}",
+                        if enforce {
+                            "rejected"
+                        } else {
+                            "dry_run_rejected"
+                        },
+                        class.as_str(),
+                        worker.lease(),
+                        worker.inflight()
+                    ),
+                );
+                if !enforce {
+                    worker.admit_anyway(class);
+                    self.admitted = Some(Admitted {
+                        class,
+                        start_ns,
+                        low_load: false,
+                    });
+                    return Action::Continue;
+                }
                 drop(worker);
                 if let Err(e) = http::send_rejection(&self.rejection(), http::is_grpc_request()) {
                     log::warn!("meshguard {FILTER}: local reply refused: {e}");

@@ -26,6 +26,7 @@ pub mod num;
 pub mod per_route;
 pub mod rate_limit;
 pub mod reject;
+pub mod sandbox;
 pub mod store;
 
 pub use duration::ConfigDuration;

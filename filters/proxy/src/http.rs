@@ -109,6 +109,31 @@ pub fn clear_route_cache() -> Result<(), Status> {
     abi::call_foreign_function("clear_route_cache", &[]).map(|_| ())
 }
 
+/// The value of `xds.route_metadata.filter_metadata.meshguard.<filter>` for the request's
+/// route (`None` when absent), for [`meshguard_policy::per_route`].
+pub fn route_metadata(filter: &str) -> Option<Vec<u8>> {
+    abi::get_property(&[
+        "xds",
+        "route_metadata",
+        "filter_metadata",
+        "meshguard",
+        filter,
+    ])
+    .ok()
+    .flatten()
+}
+
+/// Records a filter's decision for this request as Envoy filter state `wasm.meshguard.<filter>`
+/// (readable in access logs as `%FILTER_STATE(wasm.meshguard.<filter>:PLAIN)%`), e.g.
+/// `rejected reason=overloaded class=critical worker_lease=12 threshold=10 worker_inflight=12`.
+/// One host call, so filters record only decisions that are not "admitted as usual" (no
+/// filter state means the filter let the request through untouched). Failures are ignored:
+/// observability never fails a request.
+pub fn record_decision(filter: &str, decision: &str) {
+    let key = format!("meshguard.{filter}");
+    let _ = abi::set_property(&[key.as_str()], decision.as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,12 +159,4 @@ mod tests {
             "meshguard_load_shed_1"
         );
     }
-}
-
-/// The value of `xds.route_metadata.filter_metadata.meshguard.<filter>` for the request's
-/// route (`None` when absent), for [`meshguard_policy::per_route`].
-pub fn route_metadata(filter: &str) -> Option<Vec<u8>> {
-    abi::get_property(&["xds", "route_metadata", "filter_metadata", "meshguard", filter])
-        .ok()
-        .flatten()
 }

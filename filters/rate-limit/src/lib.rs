@@ -267,9 +267,12 @@ impl Stream {
         }
     }
 
-    /// Sends the "limited" local reply (429 / RESOURCE_EXHAUSTED by default).
+    /// A global limit said no (`reason`): records the decision and, when enforcing, sends the
+    /// "limited" local reply (429 / RESOURCE_EXHAUSTED by default). `Action::Continue` means
+    /// the request goes on (dry run, or the reply was refused).
     fn limit(
         &self,
+        reason: &str,
         rule: &str,
         retry_after: Duration,
         headers: Vec<(String, String)>,
@@ -277,6 +280,18 @@ impl Stream {
         grpc: bool,
     ) -> Action {
         let config = &self.shared.config;
+        let enforce = config.mode.enforces();
+        http::record_decision(
+            FILTER,
+            &format!(
+                "{} reason={reason} rule={rule} retry_after_ms={}",
+                decision_word(enforce),
+                retry_after.as_millis()
+            ),
+        );
+        if !enforce {
+            return Action::Continue;
+        }
         let rejection = Rejection {
             http_status: config.status,
             grpc_status: GrpcStatus::ResourceExhausted,
@@ -302,12 +317,14 @@ impl Stream {
         self.count(|p| p.rls_errors = p.rls_errors.saturating_add(1));
         match g.failure_mode {
             FailureMode::Allow => {
+                http::record_decision(FILTER, "admitted reason=rls_failed failure_mode=allow");
                 self.count(|p| {
                     p.rls_failure_mode_allowed = p.rls_failure_mode_allowed.saturating_add(1)
                 });
                 true
             }
             FailureMode::Deny => {
+                http::record_decision(FILTER, "rejected reason=rls_failed failure_mode=deny");
                 let rejection = Rejection {
                     http_status: g.failure_status,
                     grpc_status: GrpcStatus::Unavailable,
@@ -349,6 +366,7 @@ impl Stream {
             if let Some(until) = until.filter(|u| *u > now) {
                 self.count(|p| p.rls_cached_over_limit = p.rls_cached_over_limit.saturating_add(1));
                 return self.limit(
+                    "global_over_limit_cached",
                     rule,
                     Duration::from_nanos(until.saturating_sub(now)),
                     Vec::new(),
@@ -441,8 +459,15 @@ impl Context for Stream {
                 }
                 let body = body.map(|b| String::from_utf8_lossy(&b).into_owned());
                 let retry = Duration::from_nanos(reset_ns.unwrap_or(1_000_000_000));
-                if self.shared.config.mode.enforces() {
-                    self.limit(&call.rule, retry, response_headers, body, call.grpc);
+                let action = self.limit(
+                    "global_over_limit",
+                    &call.rule,
+                    retry,
+                    response_headers,
+                    body,
+                    call.grpc,
+                );
+                if action != Action::Continue {
                     return;
                 }
                 true
@@ -452,6 +477,15 @@ impl Context for Stream {
         if go && let Err(e) = abi::resume_request() {
             log::warn!("meshguard {FILTER}: cannot resume the request: {e}");
         }
+    }
+}
+
+/// The first word of a recorded decision for a request a limit said no to.
+const fn decision_word(enforce: bool) -> &'static str {
+    if enforce {
+        "rejected"
+    } else {
+        "dry_run_rejected"
     }
 }
 
@@ -536,6 +570,15 @@ impl HttpContext for Stream {
                         p.contended = p.contended.saturating_add(1);
                     }
                 }
+                http::record_decision(
+                    FILTER,
+                    &format!(
+                        "{} reason=local_limit rule={} retry_after_ms={}",
+                        decision_word(config.mode.enforces()),
+                        shared.source_name(source),
+                        retry_after_ns / 1_000_000
+                    ),
+                );
                 if !config.mode.enforces() {
                     if let Some(h) = &config.dry_run_header {
                         let _ = abi::replace_map_value(MapType::RequestHeaders, h, b"1");

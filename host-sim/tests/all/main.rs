@@ -19,6 +19,7 @@ mod local_reply;
 mod metrics;
 mod properties;
 mod rate_limit;
+mod sandbox_router;
 mod scenario;
 mod shared;
 mod smoke;

@@ -11,5 +11,6 @@ mod per_route;
 mod proxy;
 mod rate_limit;
 mod rate_limit_global;
+mod sandbox_router;
 mod smoke;
 mod transparency;

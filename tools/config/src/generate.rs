@@ -143,6 +143,19 @@ fn router() -> Value {
     })
 }
 
+/// The access-log line of meshguard sidecars: Envoy's usual fields, then each meshguard filter's
+/// decision for the request (filter state `wasm.meshguard.<filter>`, `-` when the filter let the
+/// request through untouched) and the response code details (`meshguard_*` when a meshguard
+/// filter answered). See docs/observability.md.
+pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" \
+%RESPONSE_CODE% %RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% grpc=%GRPC_STATUS_NUMBER% \
+upstream=%UPSTREAM_CLUSTER% %DURATION%ms \
+load_shed=\"%FILTER_STATE(wasm.meshguard.load_shed:PLAIN)%\" \
+circuit_breaker=\"%FILTER_STATE(wasm.meshguard.circuit_breaker:PLAIN)%\" \
+rate_limit=\"%FILTER_STATE(wasm.meshguard.rate_limit:PLAIN)%\" \
+sandbox_router=\"%FILTER_STATE(wasm.meshguard.sandbox_router:PLAIN)%\" \
+request_id=%REQ(X-REQUEST-ID)%\n";
+
 fn listener(name: &str, bind: &str, port: u16, route_config: Value, filters: Vec<Value>) -> Value {
     json!({
         "name": name,
@@ -153,6 +166,13 @@ fn listener(name: &str, bind: &str, port: u16, route_config: Value, filters: Vec
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": name,
                 "codec_type": "AUTO",
+                "access_log": [{
+                    "name": "envoy.access_loggers.stdout",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                        "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+                    },
+                }],
                 "route_config": route_config,
                 "http_filters": filters,
             },

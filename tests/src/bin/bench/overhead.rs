@@ -6,6 +6,12 @@
 //! round, rounds interleaved across configs (so drift in machine load hits every config alike),
 //! figure = Envoy process CPU (utime + stime) / requests served, median over rounds with min–max.
 //! Envoy and wrk are pinned to different cores when `taskset` is available.
+//!
+//! `sandbox_router[_lean]_key` / `_no_key`: sandbox_router with a 1,000-entry table, wrk
+//! sending `baggage: sandbox=dev-500` (a table hit) or no key; `_lean` is the config of
+//! `envoy-configs/sandbox-outbound.yaml` (the listener strips client routing headers, no
+//! `clear_route_cache` call). `noop_wasm_key` is the anchor for the `_key` rows: the no-op
+//! filter with the same request headers.
 
 use std::time::Duration;
 
@@ -22,13 +28,63 @@ const FILTERS: [&str; 4] = [
     "sandbox_router",
 ];
 
-fn configs() -> Result<Vec<(String, Vec<Filter>)>> {
+/// A config: its name, its filters, and the request headers wrk sends.
+type Config = (String, Vec<Filter>, Vec<String>);
+
+/// sandbox_router with a 1,000-entry table (keys `dev-0` .. `dev-999` for service `svc`, the
+/// `:authority` host: a `direct_response` route has no cluster to name the service).
+fn sandbox_router_1000(extra: &str) -> Result<Filter> {
+    let routes: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"key": "dev-{i}", "service": "svc", "cluster": "svc-dev-{i}"}}"#))
+        .collect();
+    Ok(Filter::meshguard("sandbox_router")?.config(format!(
+        r#"{{"service_from": "authority", "routes": [{}]{extra}}}"#,
+        routes.join(",")
+    )))
+}
+
+fn configs() -> Result<Vec<Config>> {
     let mut out = vec![
-        ("no_filter".to_owned(), vec![]),
-        ("noop_wasm".to_owned(), vec![Filter::noop()?]),
+        ("no_filter".to_owned(), vec![], vec![]),
+        ("noop_wasm".to_owned(), vec![Filter::noop()?], vec![]),
+        (
+            "noop_wasm_key".to_owned(),
+            vec![Filter::noop()?],
+            vec![
+                "Host: svc".to_owned(),
+                "baggage: sandbox=dev-500".to_owned(),
+            ],
+        ),
     ];
     for f in FILTERS {
-        out.push((f.to_owned(), vec![Filter::meshguard(f)?]));
+        out.push((f.to_owned(), vec![Filter::meshguard(f)?], vec![]));
+    }
+    // sandbox_router on the request path that matters: a key that hits the table (the routing
+    // header is set), and a request without a key; with the default config and with the lean
+    // one of envoy-configs/sandbox-outbound.yaml (client routing headers stripped by the
+    // listener, no clear_route_cache call).
+    let key = vec![
+        "Host: svc".to_owned(),
+        "baggage: sandbox=dev-500".to_owned(),
+    ];
+    let no_key = vec!["Host: svc".to_owned()];
+    for (variant, extra) in [
+        ("", ""),
+        (
+            "_lean",
+            r#", "strip_client_routing_headers": false, "clear_route_cache": false"#,
+        ),
+    ] {
+        out.push((
+            format!("sandbox_router{variant}_key"),
+            vec![sandbox_router_1000(extra)?],
+            key.clone(),
+        ));
+        out.push((
+            format!("sandbox_router{variant}_no_key"),
+            vec![sandbox_router_1000(extra)?],
+            no_key.clone(),
+        ));
     }
     out.push((
         "all_four".to_owned(),
@@ -36,6 +92,7 @@ fn configs() -> Result<Vec<(String, Vec<Filter>)>> {
             .iter()
             .map(|f| Filter::meshguard(f))
             .collect::<Result<_>>()?,
+        vec![],
     ));
     Ok(out)
 }
@@ -48,20 +105,20 @@ pub fn run(opts: &Opts) -> Result<()> {
     let duration = Duration::from_secs(secs);
 
     let mut envoys = Vec::new();
-    for (name, filters) in configs()? {
+    for (name, filters, headers) in configs()? {
         if !only.is_empty() && !only.split(',').any(|o| o == name || o == "no_filter") {
             continue;
         }
         // Envoy pinned to core 0; wrk runs on core 1.
-        envoys.push((name, bench::start_direct_response_envoy(filters)?));
+        envoys.push((name, bench::start_direct_response_envoy(filters)?, headers));
     }
     eprintln!(
         "overhead: {} configs x {rounds} rounds x {secs}s, wrk -t1 -c{connections}, Envoy --concurrency 1",
         envoys.len()
     );
     // Warm-up: V8 tiers up hot Wasm functions; measure steady state.
-    for (_, envoy) in &envoys {
-        bench::measure_envoy_cpu(envoy, connections, Duration::from_secs(1))?;
+    for (_, envoy, headers) in &envoys {
+        bench::measure_envoy_cpu_with_headers(envoy, connections, Duration::from_secs(1), headers)?;
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); envoys.len()];
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); envoys.len()];
@@ -69,27 +126,62 @@ pub fn run(opts: &Opts) -> Result<()> {
         // Rotate the order each round so no config always runs first or last.
         for k in 0..envoys.len() {
             let i = (k + round) % envoys.len();
-            let (name, envoy) = &envoys[i];
-            let sample = bench::measure_envoy_cpu(envoy, connections, duration)
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let (name, envoy, headers) = &envoys[i];
+            let sample =
+                bench::measure_envoy_cpu_with_headers(envoy, connections, duration, headers)
+                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             samples[i].push(sample.cpu_us_per_req);
             rps[i].push(sample.rps);
         }
         eprintln!("  round {}/{rounds} done", round + 1);
     }
-    let (base, _, _) = bench::median_min_max(&samples[0]);
+    // The key row must have measured the routed path (a table hit), not a fallback.
+    for (name, envoy, _) in &envoys {
+        if name.starts_with("sandbox_router")
+            && name.ends_with("_key")
+            && !name.ends_with("_no_key")
+        {
+            let routed = envoy.stat("wasmcustom.meshguard.sandbox_router.routed")?;
+            let fallbacks: u64 = envoy
+                .stats()?
+                .iter()
+                .filter(|(k, _)| k.starts_with("wasmcustom.meshguard.sandbox_router.fallback."))
+                .map(|(_, v)| v)
+                .sum();
+            anyhow::ensure!(
+                routed > 0 && fallbacks == 0,
+                "{name}: {routed} routed, {fallbacks} fallbacks"
+            );
+        }
+    }
+    // Each row next to its anchor from the same run: the no-op Wasm filter with the same
+    // request headers (`noop_wasm_key` for rows sending a routing key).
+    let median_of = |wanted: &str| {
+        envoys
+            .iter()
+            .position(|(n, _, _)| n == wanted)
+            .map(|i| bench::median_min_max(&samples[i]).0)
+    };
+    let first = bench::median_min_max(&samples[0]).0;
+    let noop = median_of("noop_wasm").unwrap_or(first);
+    let noop_key = median_of("noop_wasm_key").unwrap_or(noop);
     let rows: Vec<Row> = envoys
         .iter()
         .enumerate()
-        .map(|(i, (name, _))| {
+        .map(|(i, (name, _, headers))| {
             let (med, min, max) = bench::median_min_max(&samples[i]);
             let (rps_med, _, _) = bench::median_min_max(&rps[i]);
+            let anchor = if headers.iter().any(|h| h.starts_with("baggage")) {
+                noop_key
+            } else {
+                noop
+            };
             Row::new("overhead", name)
                 .field("cpu_us_per_req", format!("{med:.2}"))
                 .field("min", format!("{min:.2}"))
                 .field("max", format!("{max:.2}"))
-                .field("added_us", format!("{:.2}", med - base))
-                .field("ratio", format!("{:.3}", med / base))
+                .field("added_us_vs_noop", format!("{:.2}", med - anchor))
+                .field("ratio_vs_noop", format!("{:.3}", med / anchor))
                 .field("rps", format!("{rps_med:.0}"))
                 .field("rounds", rounds)
         })
