@@ -105,6 +105,39 @@ async fn the_global_limit_holds_and_over_limit_answers_are_cached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_never_rejects_even_from_the_over_limit_cache() {
+    // Regression: the OVER_LIMIT cache used to answer 429 in dry run.
+    let upstream = Upstream::start(UpstreamConfig::default()).await.unwrap();
+    let rls = RlsServer::start(Limits::from_yaml(LIMITS).unwrap(), Storage::memory())
+        .await
+        .unwrap();
+    let mut cfg = EnvoyConfig::new(Some(upstream.addr())).listener(
+        Listener::new("rl").filter(
+            Filter::meshguard("rate_limit")
+                .unwrap()
+                .config(filter_config("").replacen('{', r#"{"mode": "dry_run", "#, 1)),
+        ),
+    );
+    cfg.clusters.push(grpc_cluster("rls", rls.addr()));
+    let envoy = tokio::task::spawn_blocking(move || Envoy::start(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(get(&envoy).await.0.status, 200);
+    }
+    assert_eq!(upstream.stats().received, 10);
+    envoy
+        .wait_for_stats(Duration::from_secs(5), |s| {
+            s.get("wasmcustom.meshguard.rate_limit.rls.cached_over_limit")
+                .copied()
+                .unwrap_or(0)
+                >= 1
+        })
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_rls_never_hangs_a_request() {
     let upstream = Upstream::start(UpstreamConfig::default()).await.unwrap();
     let rls = RlsServer::start(Limits::from_yaml(LIMITS).unwrap(), Storage::memory())
