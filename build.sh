@@ -23,7 +23,7 @@ DIST="$ROOT/dist"
 WASM_TARGET="wasm32-wasip1"
 FILTERS=(load_shed circuit_breaker rate_limit sandbox_router)
 FIXTURES=(noop abi_probe proxy_probe)
-DEBIAN_PACKAGES=(wrk nghttp2-client redis-server skopeo docker-registry)
+DEBIAN_PACKAGES=(wrk nghttp2-client redis-server skopeo docker-registry prometheus)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }

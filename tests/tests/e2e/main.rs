@@ -8,6 +8,7 @@ mod config;
 mod load_shed;
 mod oci;
 mod per_route;
+mod prometheus;
 mod proxy;
 mod rate_limit;
 mod rate_limit_global;

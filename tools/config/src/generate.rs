@@ -4,8 +4,11 @@ use serde_json::{Value, json};
 
 use crate::spec::{Dependency, Mode, Spec};
 
-/// Header the sandbox router sets to pick a sandbox cluster (routes use `cluster_header`).
-pub const SANDBOX_ROUTE_HEADER: &str = "x-meshguard-route";
+/// Header the sandbox router sets to pick a sandbox cluster (routes use `cluster_header`); the
+/// filter's default `routing_header`.
+pub const SANDBOX_ROUTE_HEADER: &str = "x-meshguard-sandbox-cluster";
+/// Cluster name of the sandbox registry in the Envoy bootstrap.
+pub const SANDBOX_REGISTRY_CLUSTER: &str = "sandbox_registry";
 /// The ORIGINAL_DST cluster for `host:port` sandbox targets.
 pub const SANDBOX_ORIGINAL_DST: &str = "meshguard_sandbox_original_dst";
 
@@ -121,7 +124,16 @@ pub fn filter_configs(spec: &Spec) -> (Chain, Chain) {
     }
     let mut outbound = Vec::new();
     if let Some(s) = &p.sandbox_router {
-        outbound.push(("sandbox_router", json!({"mode": s.mode.as_str()})));
+        let mut c = json!({"mode": s.mode.as_str()});
+        if let Some(addr) = &s.registry {
+            c["registry"] = json!({
+                "cluster": SANDBOX_REGISTRY_CLUSTER,
+                "authority": addr,
+                "path": s.registry_path.as_deref().unwrap_or("/v1/sandboxes"),
+                "poll_interval": s.poll_interval.as_deref().unwrap_or("10s"),
+            });
+        }
+        outbound.push(("sandbox_router", c));
     }
     if let Some(b) = &p.circuit_breaker {
         let mut c = json!({"mode": b.mode.as_str()});
@@ -211,10 +223,29 @@ fn split_address(d: &Dependency) -> (String, u16) {
     (h.to_owned(), p.parse().unwrap_or(80))
 }
 
+/// `observability/stats_tags.yaml`: Envoy's stats tags that turn meshguard's per-class,
+/// per-cluster, per-rule and per-sandbox stats into Prometheus labels (docs/observability.md).
+const STATS_TAGS_YAML: &str = include_str!("../../../observability/stats_tags.yaml");
+
+/// The `stats_config` of `STATS_TAGS_YAML` (`null` if it does not parse, which the generator
+/// test catches).
+fn stats_config() -> Value {
+    serde_norway::from_str::<Value>(STATS_TAGS_YAML)
+        .ok()
+        .and_then(|v| v.get("stats_config").cloned())
+        .unwrap_or(Value::Null)
+}
+
 /// The complete sidecar bootstrap.
 pub fn envoy_bootstrap(spec: &Spec) -> Value {
-    let (inbound_filters, outbound_filters) = filter_configs(spec);
+    let (inbound_filters, mut outbound_filters) = filter_configs(spec);
     let sandbox = spec.policies.sandbox_router.is_some();
+    for (f, c) in &mut outbound_filters {
+        if *f == "sandbox_router" {
+            // The outbound listener strips client routing headers natively (below).
+            c["strip_client_routing_headers"] = json!(false);
+        }
+    }
     let mut inbound: Vec<Value> = inbound_filters
         .into_iter()
         .map(|(f, c)| wasm_filter(spec, f, c))
@@ -241,6 +272,7 @@ pub fn envoy_bootstrap(spec: &Spec) -> Value {
                 routes.push(json!({
                     "match": {"prefix": "/", "headers": [{"name": SANDBOX_ROUTE_HEADER, "present_match": true}]},
                     "route": {"cluster_header": SANDBOX_ROUTE_HEADER, "timeout": "15s"},
+                    "request_headers_to_remove": [SANDBOX_ROUTE_HEADER],
                 }));
             }
             routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": d.name, "timeout": "15s"}}));
@@ -260,6 +292,20 @@ pub fn envoy_bootstrap(spec: &Spec) -> Value {
         clusters.push(cluster(&d.name, &host, port, d.grpc));
     }
     clusters.extend(modules_cluster(spec));
+    if let Some(addr) = spec
+        .policies
+        .sandbox_router
+        .as_ref()
+        .and_then(|s| s.registry.as_deref())
+    {
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "80"));
+        clusters.push(cluster(
+            SANDBOX_REGISTRY_CLUSTER,
+            host,
+            port.parse().unwrap_or(80),
+            false,
+        ));
+    }
     if sandbox {
         clusters.push(json!({
             "name": SANDBOX_ORIGINAL_DST,
@@ -269,12 +315,33 @@ pub fn envoy_bootstrap(spec: &Spec) -> Value {
             "original_dst_lb_config": {"use_http_header": true},
         }));
     }
+    let mut outbound_listener = listener(
+        &format!("outbound_{}", spec.service),
+        &spec.bind,
+        spec.outbound_port,
+        outbound_routes,
+        outbound,
+    );
+    if sandbox
+        && let Some(hcm) = outbound_listener.pointer_mut("/filter_chains/0/filters/0/typed_config")
+    {
+        // Client-sent routing headers never reach a route or a filter: only the sandbox router
+        // (from its table) picks a sandbox cluster or address.
+        hcm["early_header_mutation_extensions"] = json!([{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": [{"remove": SANDBOX_ROUTE_HEADER}, {"remove": "x-envoy-original-dst-host"}],
+            },
+        }]);
+    }
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.admin_port}}},
+        "stats_config": stats_config(),
         "static_resources": {
             "listeners": [
                 listener(&format!("inbound_{}", spec.service), &spec.bind, spec.inbound_port, inbound_routes, inbound),
-                listener(&format!("outbound_{}", spec.service), &spec.bind, spec.outbound_port, outbound_routes, outbound),
+                outbound_listener,
             ],
             "clusters": clusters,
         },
@@ -283,7 +350,19 @@ pub fn envoy_bootstrap(spec: &Spec) -> Value {
 
 /// One Istio `WasmPlugin` per policy (inbound ones on the SERVER side, outbound on CLIENT).
 pub fn istio_manifests(spec: &Spec, version: &str) -> Vec<Value> {
-    let (inbound, outbound) = filter_configs(spec);
+    let (inbound, mut outbound) = filter_configs(spec);
+    for (f, c) in &mut outbound {
+        if let ("sandbox_router", Some(addr)) = (
+            *f,
+            c.pointer("/registry/authority")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ) {
+            // Istio names a service's cluster `outbound|<port>||<host>`.
+            let (host, port) = addr.rsplit_once(':').unwrap_or((&addr, "80"));
+            c["registry"]["cluster"] = json!(format!("outbound|{port}||{host}"));
+        }
+    }
     let tag = spec
         .modules
         .tag

@@ -13,7 +13,7 @@
 //!   rate_limit: {rps: 100, burst: 200, per_client: true}
 //!   load_shed: {criticality_header: x-criticality}
 //!   circuit_breaker: {consecutive_failures: 5, open_for: 5s}
-//!   sandbox_router: {}
+//!   sandbox_router: {registry: sandbox-registry:8080}
 //! ```
 //! Everything else has a default: ports (inbound 15006, outbound 15001, admin 15000), module
 //! source (files in `/etc/envoy/meshguard`), `mode: enforce` (per policy `mode: dry_run`).
@@ -172,6 +172,15 @@ pub struct SandboxRouter {
     /// Mode.
     #[serde(default)]
     pub mode: Mode,
+    /// The sandbox registry, `host:port` (polled with `GET registry_path`). Optional.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Registry path. Default `/v1/sandboxes`.
+    #[serde(default)]
+    pub registry_path: Option<String>,
+    /// Poll period, e.g. `10s`. Default 10s.
+    #[serde(default)]
+    pub poll_interval: Option<String>,
 }
 
 /// Module source.

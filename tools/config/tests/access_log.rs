@@ -243,3 +243,16 @@ fn demo_config_uses_the_shipped_format() {
         "envoy-configs/demo.yaml does not log with ACCESS_LOG_FORMAT:\n{line}"
     );
 }
+
+/// The demo config carries the stats tags of `observability/stats_tags.yaml` unchanged.
+#[test]
+fn demo_config_carries_the_stats_tags() {
+    let root = paths::workspace_root();
+    let demo = std::fs::read_to_string(root.join("envoy-configs/demo.yaml")).unwrap();
+    let tags = std::fs::read_to_string(root.join("observability/stats_tags.yaml")).unwrap();
+    let block = &tags[tags.find("stats_config:").unwrap()..];
+    assert!(
+        demo.contains(block.trim_end()),
+        "envoy-configs/demo.yaml lost observability/stats_tags.yaml"
+    );
+}

@@ -263,3 +263,29 @@ fn shipped_sidecar_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The generated sidecar turns meshguard's per-class/cluster/rule/sandbox stats into Prometheus
+/// labels with `observability/stats_tags.yaml` (checked against a real Prometheus in the e2e
+/// suite).
+#[test]
+fn the_sidecar_carries_the_meshguard_stats_tags() {
+    let spec = Spec::parse(
+        &std::fs::read_to_string(root().join("envoy-configs/examples/shop.yaml")).unwrap(),
+    )
+    .unwrap();
+    let bootstrap = envoy_bootstrap(&spec);
+    let tags: Vec<&str> = bootstrap["stats_config"]["stats_tags"]
+        .as_array()
+        .expect("stats_config.stats_tags")
+        .iter()
+        .filter_map(|t| t["tag_name"].as_str())
+        .collect();
+    for want in [
+        "meshguard_class",
+        "meshguard_cluster",
+        "meshguard_rule",
+        "meshguard_sandbox",
+    ] {
+        assert!(tags.contains(&want), "{want} missing from {tags:?}");
+    }
+}
