@@ -115,11 +115,15 @@ async fn main() -> Result<()> {
          \x20 curl -i http://127.0.0.1:10000/ -H 'x-upstream-status: 503'\n\
          \x20 curl -s http://127.0.0.1:9901/stats | grep -e meshguard -e wasm   # filter stats\n\
          \x20 curl -s http://127.0.0.1:9901/stats/prometheus           # the same, for Prometheus\n\n\
-         Ctrl-C stops everything.\n"
+         Ctrl-C (or SIGTERM) stops everything.\n"
     );
+    // Ctrl-C or SIGTERM (e.g. `timeout`, a process manager) stop Envoy and the upstream too.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 if let Some(s) = envoy.0.try_wait()? { bail!("Envoy exited ({s})"); }
                 if let Some(s) = upstream.0.try_wait()? { bail!("demo upstream exited ({s})"); }
