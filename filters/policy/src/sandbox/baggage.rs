@@ -208,7 +208,11 @@ fn item_key(item: &[u8]) -> &[u8] {
     trim_ows(item.get(..end).unwrap_or_default())
 }
 
-fn all_items<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+/// The non-empty, OWS-trimmed items of a comma-separated list made of `values` (all of them:
+/// no limits), for [`strip`] and [`mentions`] here and in `trace_context`.
+pub(super) fn all_items<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = &'a [u8]> {
     values
         .into_iter()
         .flat_map(|v| v.split(|b| *b == b','))
@@ -219,11 +223,7 @@ fn all_items<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Iterator<It
 /// True when any item of the whole list (no limits, malformed ones too) has one of `keys`
 /// (ASCII case ignored).
 pub fn mentions<'a>(values: impl IntoIterator<Item = &'a [u8]>, keys: &[&str]) -> bool {
-    all_items(values).any(|i| {
-        let k = item_key(i);
-        keys.iter()
-            .any(|key| k.eq_ignore_ascii_case(key.as_bytes()))
-    })
+    mentions_by(values, keys, item_key)
 }
 
 /// The list without the items whose key is one of `keys` (ASCII case ignored), over the whole
@@ -233,18 +233,35 @@ pub fn strip<'a>(
     values: impl IntoIterator<Item = &'a [u8]> + Clone,
     keys: &[&str],
 ) -> Option<Vec<u8>> {
-    if !mentions(values.clone(), keys) {
+    strip_by(values, keys, item_key)
+}
+
+fn named(item: &[u8], keys: &[&str], key_of: fn(&[u8]) -> &[u8]) -> bool {
+    let k = key_of(item);
+    keys.iter()
+        .any(|key| k.eq_ignore_ascii_case(key.as_bytes()))
+}
+
+/// [`mentions`] for a list whose items are keyed by `key_of`.
+pub(super) fn mentions_by<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    keys: &[&str],
+    key_of: fn(&[u8]) -> &[u8],
+) -> bool {
+    all_items(values).any(|i| named(i, keys, key_of))
+}
+
+/// [`strip`] for a list whose items are keyed by `key_of`.
+pub(super) fn strip_by<'a>(
+    values: impl IntoIterator<Item = &'a [u8]> + Clone,
+    keys: &[&str],
+    key_of: fn(&[u8]) -> &[u8],
+) -> Option<Vec<u8>> {
+    if !mentions_by(values.clone(), keys, key_of) {
         return None;
     }
     let mut out = Vec::new();
-    for item in all_items(values) {
-        let k = item_key(item);
-        if keys
-            .iter()
-            .any(|key| k.eq_ignore_ascii_case(key.as_bytes()))
-        {
-            continue;
-        }
+    for item in all_items(values).filter(|i| !named(i, keys, key_of)) {
         if !out.is_empty() {
             out.push(b',');
         }

@@ -90,11 +90,7 @@ pub fn is_value(v: &[u8]) -> bool {
 }
 
 fn items<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
-    values
-        .into_iter()
-        .flat_map(|v| v.split(|b| *b == b','))
-        .map(trim_ows)
-        .filter(|i| !i.is_empty())
+    super::baggage::all_items(values)
 }
 
 /// The value of the first well-formed member named `key` among the first [`MAX_MEMBERS`].
@@ -116,11 +112,7 @@ fn item_key(item: &[u8]) -> &[u8] {
 /// True when any member of the whole list (malformed too) is named `key` (ASCII case
 /// ignored).
 pub fn mentions<'a>(values: impl IntoIterator<Item = &'a [u8]>, keys: &[&str]) -> bool {
-    items(values).any(|i| {
-        let k = item_key(i);
-        keys.iter()
-            .any(|key| k.eq_ignore_ascii_case(key.as_bytes()))
-    })
+    super::baggage::mentions_by(values, keys, item_key)
 }
 
 /// The list without the members named one of `keys` (see [`super::baggage::strip`]).
@@ -128,24 +120,7 @@ pub fn strip<'a>(
     values: impl IntoIterator<Item = &'a [u8]> + Clone,
     keys: &[&str],
 ) -> Option<Vec<u8>> {
-    if !mentions(values.clone(), keys) {
-        return None;
-    }
-    let mut out = Vec::new();
-    for item in items(values) {
-        let k = item_key(item);
-        if keys
-            .iter()
-            .any(|key| k.eq_ignore_ascii_case(key.as_bytes()))
-        {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(b',');
-        }
-        out.extend_from_slice(item);
-    }
-    Some(out)
+    super::baggage::strip_by(values, keys, item_key)
 }
 
 #[cfg(test)]
