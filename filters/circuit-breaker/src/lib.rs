@@ -221,6 +221,7 @@ impl Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        meshguard_proxy::fault::on_request_headers();
         if let Some(per_route) = &self.shared.config.per_route
             && per_route.choose(http::route_metadata(FILTER).as_deref()) == Choice::Off
         {

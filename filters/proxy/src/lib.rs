@@ -20,6 +20,7 @@
 pub mod abi;
 pub mod clock;
 pub mod config;
+pub mod fault;
 pub mod http;
 pub mod idle;
 pub mod metrics;

@@ -503,6 +503,7 @@ fn ratelimit_headers(limit: u32, remaining: u32, reset: Duration) -> Vec<(String
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        meshguard_proxy::fault::on_request_headers();
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;
         let Ok(profile) = shared.route_profile() else {

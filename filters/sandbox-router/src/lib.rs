@@ -442,6 +442,7 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        meshguard_proxy::fault::on_request_headers();
         // Read only the headers a decision needs, one host call each (a header-map dump costs
         // as much as seven reads in Envoy 1.40); a request without any gets here with two or
         // three calls that find nothing.
