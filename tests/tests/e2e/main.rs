@@ -3,8 +3,11 @@
 //! One test binary, a module per topic (as wasmtime does): Envoy start-up is the slow part, so
 //! tests that can share one Envoy with several listeners do.
 
+mod bundle;
 mod circuit_breaker;
 mod config;
+mod faults;
+mod hostile;
 mod load_shed;
 mod oci;
 mod per_route;
