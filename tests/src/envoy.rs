@@ -72,6 +72,13 @@ impl Filter {
         self
     }
 
+    /// Sets the plugin's `failure_policy` (`FAIL_CLOSED`, `FAIL_OPEN` or `FAIL_RELOAD`).
+    #[must_use]
+    pub fn failure_policy(mut self, policy: &str) -> Self {
+        self.failure_policy = Some(policy.to_owned());
+        self
+    }
+
     /// The `envoy.filters.http.wasm` entry for this filter.
     pub fn to_json(&self) -> Value {
         let mut config = json!({

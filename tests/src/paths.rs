@@ -47,6 +47,22 @@ pub fn wasm(name: &str) -> Result<PathBuf> {
     )
 }
 
+/// A fault-injection test build, `dist/fault/<name>.wasm` (built by `tests/fault-build.sh`):
+/// the filter traps the VM on a request carrying `x-meshguard-fault: trap`.
+pub fn fault_wasm(name: &str) -> Result<PathBuf> {
+    let dir = std::env::var_os("MESHGUARD_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("dist"));
+    let path = dir.join("fault").join(format!("{name}.wasm"));
+    if !path.is_file() {
+        bail!(
+            "{} not found — run `tests/fault-build.sh` (or `./build.sh`) first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// Reads a file with the path in the error.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
