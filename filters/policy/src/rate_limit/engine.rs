@@ -80,6 +80,10 @@ pub struct Engine {
     leases: BTreeMap<String, Lease>,
     /// Per rule: value hash → slot (a cache of where a value lives; verified on use).
     slots: BTreeMap<(usize, u64), u32>,
+    /// Per rule: slot → the value hash last cached for it. Bounds `slots` to the number of
+    /// slots: caching a value for a slot forgets the value cached for it before (without this,
+    /// every distinct value ever seen stayed cached and a key flood grew the VM's memory).
+    owners: BTreeMap<(usize, u32), u64>,
     /// Per-value buckets evicted (for metrics).
     pub evictions: u64,
 }
@@ -91,6 +95,7 @@ impl Engine {
             prefix: prefix.to_owned(),
             leases: BTreeMap::new(),
             slots: BTreeMap::new(),
+            owners: BTreeMap::new(),
             evictions: 0,
         }
     }
@@ -240,6 +245,13 @@ impl Engine {
             entry.bucket = b;
             entry.last_used_ns = now_ns;
             if got == 0 {
+                // A limited request is a use too: without this write an over-limit value kept
+                // the time of its last *admitted* request, became the least recently used, was
+                // evicted by the next new value, and came back with a full bucket. Best effort
+                // (a lost race only leaves the older time).
+                if store.set(&self.slot_key(rule, slot), &entry.encode(), cas) {
+                    self.remember(rule, hash, slot);
+                }
                 let missing = 1.0 - b.tokens;
                 return Taken::No {
                     retry_after_ns: spec.time_for(missing),
@@ -247,7 +259,7 @@ impl Engine {
                 };
             }
             if store.set(&self.slot_key(rule, slot), &entry.encode(), cas) {
-                self.slots.insert((rule, hash), slot);
+                self.remember(rule, hash, slot);
                 return Taken::Yes {
                     remaining: crate::num::floor_u32(b.tokens),
                 };
@@ -257,6 +269,16 @@ impl Engine {
             retry_after_ns: 0,
             contended: true,
         }
+    }
+
+    /// Caches that `hash` lives in `slot`, forgetting the value cached for that slot before.
+    fn remember(&mut self, rule: usize, hash: u64, slot: u32) {
+        if let Some(old) = self.owners.insert((rule, slot), hash)
+            && old != hash
+        {
+            self.slots.remove(&(rule, old));
+        }
+        self.slots.insert((rule, hash), slot);
     }
 
     fn slot_key(&self, rule: usize, slot: u32) -> String {

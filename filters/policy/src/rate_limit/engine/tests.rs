@@ -209,6 +209,86 @@ fn per_value_buckets_are_separate_and_bounded() {
 }
 
 #[test]
+fn a_key_flood_does_not_grow_the_worker_cache() {
+    // Regression: each worker cached the slot of every value it had ever seen, so a client
+    // rotating through new values grew the VM's memory without bound (the shared table stayed
+    // at its cap). The cache now holds at most one value per slot.
+    let c = config(
+        r#"{"descriptors": [{"name": "per_key", "entries": [{"header": {"name": "x-key"}}],
+             "token_bucket": {"max_tokens": 2, "fill_interval": "1h"}, "max_dynamic_buckets": 16}]}"#,
+    );
+    let mut store = MemStore::default();
+    let mut workers = [Engine::new("rl"), Engine::new("rl")];
+    for i in 0..20_000u64 {
+        let h = headers(&[("x-key", &format!("k{i}"))]);
+        let req = Request {
+            headers: &h,
+            source_address: None,
+        };
+        let w = &mut workers[(i % 2) as usize];
+        assert!(matches!(
+            w.decide(&c, &req, i * MS, &mut store),
+            Verdict::Allowed { .. }
+        ));
+    }
+    for w in &workers {
+        assert!(w.slots.len() <= 16, "{} cached slots", w.slots.len());
+        assert!(w.owners.len() <= 16, "{} cached owners", w.owners.len());
+    }
+    // The cache still works: a value used again is found, and its bucket is the same.
+    let h = headers(&[("x-key", "again")]);
+    let req = Request {
+        headers: &h,
+        source_address: None,
+    };
+    let now = 20_000 * MS;
+    assert!(matches!(workers[0].decide(&c, &req, now, &mut store), Verdict::Allowed { .. }));
+    assert!(matches!(workers[0].decide(&c, &req, now, &mut store), Verdict::Allowed { .. }));
+    assert!(matches!(workers[0].decide(&c, &req, now, &mut store), Verdict::Limited { .. }));
+}
+
+#[test]
+fn an_over_limit_value_is_not_evicted_by_a_flood_of_new_values() {
+    // Regression: a limited request did not refresh its slot's last-used time, so a value over
+    // its limit became the least recently used, was evicted by new values, and came back with
+    // a full bucket: flooding new keys bought a limited client fresh tokens.
+    let c = config(
+        r#"{"descriptors": [{"name": "per_key", "entries": [{"header": {"name": "x-key"}}],
+             "token_bucket": {"max_tokens": 2, "fill_interval": "1h"}, "max_dynamic_buckets": 16}]}"#,
+    );
+    let mut store = MemStore::default();
+    let mut workers = [Engine::new("rl"), Engine::new("rl")];
+    let hot = headers(&[("x-key", "hot")]);
+    let hot_req = Request {
+        headers: &hot,
+        source_address: None,
+    };
+    for w in &mut workers {
+        assert!(matches!(
+            w.decide(&c, &hot_req, 0, &mut store),
+            Verdict::Allowed { .. }
+        ));
+    }
+    // One new value per millisecond, the hot value in between (used more recently than any
+    // other slot in its probe window but one).
+    for i in 1..10_000u64 {
+        let w = &mut workers[(i % 2) as usize];
+        if i % 2 == 0 {
+            let h = headers(&[("x-key", &format!("k{i}"))]);
+            let req = Request {
+                headers: &h,
+                source_address: None,
+            };
+            w.decide(&c, &req, i * MS, &mut store);
+        } else {
+            let v = w.decide(&c, &hot_req, i * MS, &mut store);
+            assert!(matches!(v, Verdict::Limited { .. }), "at {i} ms: {v:?}");
+        }
+    }
+    assert!(workers[0].evictions + workers[1].evictions > 4_000);
+}
+
+#[test]
 fn unused_leases_go_back_on_tick() {
     let c = config(
         r#"{"token_bucket": {"max_tokens": 80, "tokens_per_fill": 1, "fill_interval": "1h"}}"#,
