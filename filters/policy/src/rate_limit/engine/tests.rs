@@ -242,9 +242,18 @@ fn a_key_flood_does_not_grow_the_worker_cache() {
         source_address: None,
     };
     let now = 20_000 * MS;
-    assert!(matches!(workers[0].decide(&c, &req, now, &mut store), Verdict::Allowed { .. }));
-    assert!(matches!(workers[0].decide(&c, &req, now, &mut store), Verdict::Allowed { .. }));
-    assert!(matches!(workers[0].decide(&c, &req, now, &mut store), Verdict::Limited { .. }));
+    assert!(matches!(
+        workers[0].decide(&c, &req, now, &mut store),
+        Verdict::Allowed { .. }
+    ));
+    assert!(matches!(
+        workers[0].decide(&c, &req, now, &mut store),
+        Verdict::Allowed { .. }
+    ));
+    assert!(matches!(
+        workers[0].decide(&c, &req, now, &mut store),
+        Verdict::Limited { .. }
+    ));
 }
 
 #[test]
