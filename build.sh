@@ -22,6 +22,19 @@ ENVOY_BIN="$TOOLS/envoy-$ENVOY_VERSION/envoy"
 DIST="$ROOT/dist"
 WASM_TARGET="wasm32-wasip1"
 FILTERS=(load_shed circuit_breaker rate_limit sandbox_router)
+# Every policy in one filter pass (filters/bundle); its own artifact.
+BUNDLE=meshguard
+# The optional proxy-wasm callbacks each module implements (tools/wasm-trim removes the other
+# exports; request headers and the lifecycle callbacks are always kept). A filter that starts
+# implementing another callback must be listed here: its tests fail until it is.
+GRPC_CALLBACKS="grpc_receive_initial_metadata,grpc_receive,grpc_receive_trailing_metadata,grpc_close"
+declare -A CALLBACKS=(
+    [load_shed]="log"
+    [circuit_breaker]="response_headers,response_trailers,log"
+    [rate_limit]="response_headers,$GRPC_CALLBACKS"
+    [sandbox_router]="response_headers,http_call_response"
+    [meshguard]="response_headers,response_trailers,log,http_call_response,$GRPC_CALLBACKS"
+)
 FIXTURES=(noop abi_probe proxy_probe)
 DEBIAN_PACKAGES=(wrk nghttp2-client redis-server skopeo docker-registry prometheus)
 
@@ -105,17 +118,22 @@ setup() {
 build() {
     local pkgs=()
     for f in "${FILTERS[@]}"; do pkgs+=(-p "meshguard-${f//_/-}"); done
-    pkgs+=(-p noop-filter -p abi-probe -p proxy-probe)
+    pkgs+=(-p meshguard-bundle -p noop-filter -p abi-probe -p proxy-probe)
     log "building filters ($WASM_TARGET, release)"
     cargo build --quiet --release --target "$WASM_TARGET" "${pkgs[@]}"
     mkdir -p "$DIST/fixtures"
     local out="target/$WASM_TARGET/release"
-    for f in "${FILTERS[@]}"; do
-        cp "$out/$f.wasm" "$DIST/$f.wasm"
+    cargo build --quiet --release -p meshguard-wasm-trim
+    for f in "${FILTERS[@]}" "$BUNDLE"; do
+        # Envoy calls every callback a module exports (a VM entry each, e.g. per body chunk)
+        # and skips the ones it does not: keep only what the filter implements.
+        target/release/meshguard-wasm-trim "$out/$f.wasm" "$DIST/$f.wasm" --keep "${CALLBACKS[$f]}" >/dev/null
         printf '%-24s %8d bytes  sha256 %s\n' "dist/$f.wasm" "$(stat -c %s "$DIST/$f.wasm")" \
             "$(sha256sum "$DIST/$f.wasm" | cut -d' ' -f1)"
     done
     for f in "${FIXTURES[@]}"; do cp "$out/$f.wasm" "$DIST/fixtures/$f.wasm"; done
+    # The no-op anchor trimmed the same way: shows what trimming alone saves (overhead bench).
+    target/release/meshguard-wasm-trim "$out/noop.wasm" "$DIST/fixtures/noop_trimmed.wasm" --keep "" >/dev/null
 }
 
 # --- commands -----------------------------------------------------------------------------

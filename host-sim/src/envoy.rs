@@ -18,7 +18,7 @@ use crate::clock::ns;
 use crate::config::{ClusterSpec, FailurePolicy, NodeSpec, RouteSpec, SimConfig};
 use crate::error::{Error, Result};
 use crate::host::{Slot, VmRef};
-use crate::metrics::Metrics;
+use crate::metrics::{HostCalls, Metrics};
 use crate::module::Module;
 use crate::trace::{LogLine, TraceEvent, TraceKind};
 use crate::upstream::Upstream;
@@ -441,6 +441,17 @@ impl Envoy {
     /// A histogram's samples.
     pub fn histogram(&self, name: &str) -> Vec<u64> {
         self.w().metrics.histogram(name).to_vec()
+    }
+
+    /// Host calls the module made since the start (or [`Envoy::reset_host_calls`]), by
+    /// import, summed over every VM.
+    pub fn host_calls(&self) -> HostCalls {
+        self.w().host_calls.clone()
+    }
+
+    /// Starts counting host calls from zero (e.g. after warm-up).
+    pub fn reset_host_calls(&mut self) {
+        self.w().host_calls = HostCalls::default();
     }
 
     /// Every outbound call attempt so far.

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use wasmtime::{Caller, Engine, IntoFunc, Linker, Memory, StoreLimits, TypedFunc};
+use wasmtime::{Caller, Engine, Linker, Memory, StoreLimits, TypedFunc};
 
 use crate::abi::{CALLOUT_STEP, KIND_GRPC_CALL, KIND_GRPC_STREAM, KIND_HTTP, StreamType};
 use crate::config::SimConfig;
@@ -243,16 +243,72 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub fn func<Params, Args>(
+    /// Defines a host function that counts its calls (see [`HostFn`]).
+    pub fn func<Args, R>(
         &mut self,
         module: &'static str,
         name: &'static str,
-        f: impl IntoFunc<HostState, Params, Args>,
+        f: impl HostFn<Args, R>,
     ) {
-        // Only fails on a duplicate definition, which the registration lists never contain.
-        let _ = self.linker.func_wrap(module, name, f);
+        f.define(&mut self.linker, module, name);
         self.names.push((module, name));
     }
+}
+
+/// A host function: `Fn(Caller, args...) -> R`, defined in the linker wrapped so that every
+/// call is counted by name (and by whether an HTTP stream or a root context made it) before
+/// it runs. What a filter costs in Envoy is mostly its host calls, so tests and benchmarks
+/// read these counts per request ([`crate::Envoy::host_calls`]).
+pub(crate) trait HostFn<Args, R>: Send + Sync + 'static {
+    fn define(self, linker: &mut Linker<HostState>, module: &'static str, name: &'static str);
+}
+
+macro_rules! host_fn {
+    ($($a:ident)*) => {
+        impl<F, R, $($a,)*> HostFn<($($a,)*), R> for F
+        where
+            F: Fn(C<'_>, $($a),*) -> R + Send + Sync + 'static,
+            $($a: wasmtime::WasmTy,)*
+            R: wasmtime::WasmRet,
+        {
+            #[allow(non_snake_case)]
+            fn define(
+                self,
+                linker: &mut Linker<HostState>,
+                module: &'static str,
+                name: &'static str,
+            ) {
+                // Only fails on a duplicate definition, which the registration lists never
+                // contain.
+                let _ = linker.func_wrap(module, name, move |caller: C<'_>, $($a: $a),*| -> R {
+                    count_call(&caller, name);
+                    self(caller, $($a),*)
+                });
+            }
+        }
+    };
+}
+
+host_fn!();
+host_fn!(A1);
+host_fn!(A1 A2);
+host_fn!(A1 A2 A3);
+host_fn!(A1 A2 A3 A4);
+host_fn!(A1 A2 A3 A4 A5);
+host_fn!(A1 A2 A3 A4 A5 A6);
+host_fn!(A1 A2 A3 A4 A5 A6 A7);
+host_fn!(A1 A2 A3 A4 A5 A6 A7 A8);
+host_fn!(A1 A2 A3 A4 A5 A6 A7 A8 A9);
+host_fn!(A1 A2 A3 A4 A5 A6 A7 A8 A9 A10);
+host_fn!(A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11);
+host_fn!(A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11 A12);
+host_fn!(A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11 A12 A13);
+host_fn!(A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11 A12 A13 A14);
+
+fn count_call(caller: &C<'_>, name: &'static str) {
+    let st = caller.data();
+    let stream = matches!(st.contexts.get(&st.current_ctx), Some(Ctx::Http { .. }));
+    st.world().host_calls.count(name, stream);
 }
 
 /// Builds the linker with every host function, and the list of names it defines.

@@ -60,7 +60,7 @@ pub use envoy::{Envoy, EnvoyBuilder, LocalReply, Message, StreamId, StreamRecord
 pub use error::{Error, Result};
 pub use headers::{HeaderMap, deserialize_pairs, serialize_pairs};
 pub use host::{Slot, VmRef};
-pub use metrics::{CUSTOM_STAT_NAMESPACE, MetricValue, Metrics};
+pub use metrics::{CUSTOM_STAT_NAMESPACE, HostCalls, MetricValue, Metrics};
 pub use module::{
     AbiVersion, Import, Module, find_wasm, imports_of, provided_imports, wasm_search_dirs,
 };

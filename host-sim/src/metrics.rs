@@ -98,3 +98,48 @@ fn strip_namespace(name: &str) -> &str {
         .and_then(|n| n.strip_prefix('.'))
         .unwrap_or(name)
 }
+
+/// Host calls made by the module, by import name, since the last reset: those made while an
+/// HTTP stream's callback ran (what a request costs) apart from those of root contexts
+/// (configuration, ticks, callout answers to the root).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostCalls {
+    /// Calls from HTTP stream callbacks, by import name.
+    pub stream: std::collections::BTreeMap<&'static str, u64>,
+    /// Calls from root contexts (and VM start), by import name.
+    pub root: std::collections::BTreeMap<&'static str, u64>,
+    /// Calls *into* the module (callbacks it exports), by export name: in Envoy each is a VM
+    /// entry, and a callback the module does not export is never called.
+    pub callbacks: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl HostCalls {
+    pub(crate) fn count(&mut self, name: &'static str, stream: bool) {
+        let map = if stream {
+            &mut self.stream
+        } else {
+            &mut self.root
+        };
+        let n = map.entry(name).or_insert(0);
+        *n = n.saturating_add(1);
+    }
+
+    pub(crate) fn count_callback(&mut self, name: &'static str) {
+        let n = self.callbacks.entry(name).or_insert(0);
+        *n = n.saturating_add(1);
+    }
+
+    /// Every call from stream callbacks.
+    pub fn stream_total(&self) -> u64 {
+        self.stream.values().sum()
+    }
+
+    /// `name=count` pairs of the stream calls, sorted by name, space-separated.
+    pub fn stream_summary(&self) -> String {
+        self.stream
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}

@@ -262,6 +262,10 @@ pub fn wasm_search_dirs() -> Vec<PathBuf> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    // `dist/` first: what `./build.sh` ships (trimmed to the callbacks each filter
+    // implements), then cargo's own output.
+    dirs.push(workspace.join("dist"));
+    dirs.push(workspace.join("dist").join("fixtures"));
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         let t = PathBuf::from(t);
         let t = if t.is_relative() {
@@ -277,14 +281,12 @@ pub fn wasm_search_dirs() -> Vec<PathBuf> {
             .join("wasm32-wasip1")
             .join("release"),
     );
-    dirs.push(workspace.join("dist"));
-    dirs.push(workspace.join("dist").join("fixtures"));
     dirs
 }
 
 /// Finds `<name>.wasm` (dashes in `name` may also be underscores, as cargo names artifacts) in
-/// `$MESHGUARD_WASM_DIR`, `$CARGO_TARGET_DIR/wasm32-wasip1/release`,
-/// `<workspace>/target/wasm32-wasip1/release`, `<workspace>/dist` and `<workspace>/dist/fixtures`.
+/// `$MESHGUARD_WASM_DIR`, `<workspace>/dist`, `<workspace>/dist/fixtures`,
+/// `$CARGO_TARGET_DIR/wasm32-wasip1/release` and `<workspace>/target/wasm32-wasip1/release`.
 ///
 /// # Errors
 /// [`Error::WasmNotFound`] listing every path tried, telling to run `./build.sh`.

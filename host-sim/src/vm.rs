@@ -275,6 +275,7 @@ impl Vm {
             return Call::Failed;
         }
         let Some(f) = f else { return Call::Ran(None) };
+        self.store.data().world().host_calls.count_callback(name);
         let _ = self.store.set_fuel(self.fuel);
         {
             let st = self.store.data_mut();

@@ -50,6 +50,7 @@ pub(crate) struct World {
     pub foreign: Vec<ForeignCall>,
     pub timers: std::collections::HashMap<(crate::host::VmRef, u32), Timer>,
     pub timer_generation: u64,
+    pub host_calls: crate::metrics::HostCalls,
 }
 
 impl World {
@@ -62,6 +63,7 @@ impl World {
             metrics: Metrics::default(),
             sched: Scheduler::default(),
             rec: Recorder::new(tracing, log_cap),
+            host_calls: crate::metrics::HostCalls::default(),
             callouts: Vec::new(),
             outbox: Vec::new(),
             foreign: Vec::new(),

@@ -16,6 +16,7 @@
 pub mod circuit_breaker;
 pub mod duration;
 pub mod grpc;
+pub mod headers;
 pub mod histogram;
 pub mod idle;
 pub mod invalid;

@@ -24,14 +24,18 @@ mod wasi {
 }
 
 /// Nanoseconds of the host's monotonic clock: process-wide in Envoy (the same origin in every
-/// worker VM), never going backwards. 0 if the host refuses the call.
+/// worker VM), never going backwards. 0 if the host refuses the call. Inside a
+/// [`crate::http::RequestMemo`] scope it is read once (the policies of one callback share one
+/// instant).
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)] // one WASI import, its only out-parameter is a local
 pub fn monotonic_nanos() -> u64 {
-    let mut t = 0u64;
-    // SAFETY: `t` is a live local the host writes 8 bytes to.
-    let errno = unsafe { wasi::clock_time_get(wasi::MONOTONIC, 1, &mut t) };
-    if errno == 0 { t } else { 0 }
+    crate::memo::clock(|| {
+        let mut t = 0u64;
+        // SAFETY: `t` is a live local the host writes 8 bytes to.
+        let errno = unsafe { wasi::clock_time_get(wasi::MONOTONIC, 1, &mut t) };
+        if errno == 0 { t } else { 0 }
+    })
 }
 
 /// Native stand-in (tests): nanoseconds since the first call in this process.

@@ -108,6 +108,18 @@ where
     }
 }
 
+/// Sets the root context's tick period once a filter is configured; logs one line and returns
+/// false when the host refuses (then `on_configure` fails and Envoy rejects the config).
+pub fn start_ticking(filter: &str, period: core::time::Duration) -> bool {
+    match crate::abi::set_tick_period(period) {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!("meshguard {filter}: cannot set the tick period: {e}");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use core::time::Duration;

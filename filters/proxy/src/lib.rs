@@ -23,6 +23,7 @@ pub mod config;
 pub mod fault;
 pub mod http;
 pub mod idle;
+mod memo;
 pub mod metrics;
 pub mod shared;
 

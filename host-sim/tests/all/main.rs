@@ -7,6 +7,7 @@
 mod support;
 
 mod bodies;
+mod bundle;
 mod callouts;
 mod circuit_breaker;
 mod failure;

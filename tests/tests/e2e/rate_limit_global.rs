@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use meshguard_rls::{FaultMode, Limits, RedisServer, RlsServer, Storage};
+use meshguard_tests::envoy::grpc_cluster;
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, Response, h1};
 use meshguard_upstream::{Upstream, UpstreamConfig};
-use serde_json::{Value, json};
 
 const LIMITS: &str = r#"
 - namespace: shop
@@ -16,24 +16,6 @@ const LIMITS: &str = r#"
   conditions: ["descriptors[0]['generic_key'] == 'checkout'"]
   variables: []
 "#;
-
-/// A cluster speaking HTTP/2 (gRPC) to `addr`.
-fn grpc_cluster(name: &str, addr: std::net::SocketAddr) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
-        }}]}]},
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            },
-        },
-    })
-}
 
 fn filter_config(extra: &str) -> String {
     format!(

@@ -143,6 +143,13 @@ pub fn filter_configs(spec: &Spec) -> (Chain, Chain) {
         if let Some(d) = &b.open_for {
             c["open"] = json!({"base_duration": d});
         }
+        if p.sandbox_router.is_some() {
+            // After the sandbox router reroutes, Envoy still names the old route's cluster in
+            // `xds.cluster_name`; its routing header names the cluster the request goes to
+            // (client copies are stripped), so a failing sandbox trips its own breaker, not
+            // the baseline's.
+            c["cluster_header"] = json!("x-meshguard-sandbox-cluster");
+        }
         outbound.push(("circuit_breaker", c));
     }
     (inbound, outbound)

@@ -10,25 +10,7 @@ use std::time::{Duration, Instant};
 use meshguard_config::generate::ACCESS_LOG_FORMAT;
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, envoy, h1, paths};
 use meshguard_upstream::{Capacity, Latency, Queue, Upstream, UpstreamConfig};
-use serde_json::{Value, json};
-
-/// A cluster speaking HTTP/2 (gRPC) to `addr`.
-fn grpc_cluster(name: &str, addr: std::net::SocketAddr) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
-        }}]}]},
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            },
-        },
-    })
-}
+use serde_json::json;
 
 async fn get(addr: std::net::SocketAddr, path: &str, extra: &[(&[u8], &[u8])]) -> u16 {
     let mut headers: Vec<(&[u8], &[u8])> = vec![(b"host", b"svc")];
@@ -128,7 +110,7 @@ async fn the_access_log_explains_every_kind_of_decision() {
         .listener(sr);
     cfg.clusters.push(envoy::cluster("slow", slow.addr()));
     cfg.clusters.push(envoy::cluster("sandbox", fast.addr()));
-    cfg.clusters.push(grpc_cluster("rls", no_rls));
+    cfg.clusters.push(envoy::grpc_cluster("rls", no_rls));
     let envoy = tokio::task::spawn_blocking(move || Envoy::start(&cfg))
         .await
         .unwrap()

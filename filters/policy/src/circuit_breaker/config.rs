@@ -20,7 +20,8 @@
 //!   "max_requests": 1000,
 //!   "evaluation_interval": "100ms",
 //!   "status": 503,
-//!   "response_body": "upstream unavailable: circuit open"
+//!   "response_body": "upstream unavailable: circuit open",
+//!   "cluster_header": "x-meshguard-sandbox-cluster"
 //! }
 //! ```
 //! Every field is optional. Defaults: no extra key (one breaker per cluster), failures = 5xx,
@@ -66,6 +67,13 @@ pub struct RawConfig {
     /// Read route metadata (`filter_metadata.meshguard.circuit_breaker`: `on`/`off`) to turn the
     /// breaker on or off per route (e.g. `{"default": "off"}` and `on` on one dependency's route).
     pub per_route: Option<crate::per_route::PerRoute>,
+    /// A request header that, when present, names the cluster the request goes to instead of
+    /// the route's `xds.cluster_name` — the sandbox router's routing header
+    /// (`x-meshguard-sandbox-cluster`) when it runs earlier in the chain: after it reroutes,
+    /// Envoy 1.40 still answers `xds.cluster_name` with the old route's cluster until the
+    /// router runs. Only set it where client copies of the header are removed (the sandbox
+    /// router's default, or the listener's `request_headers_to_remove`).
+    pub cluster_header: Option<String>,
 }
 
 /// `key`.
@@ -194,6 +202,8 @@ pub struct Config {
     pub body: String,
     /// Per-route on/off.
     pub per_route: Option<crate::per_route::PerRoute>,
+    /// Header naming the cluster when present, lower-cased.
+    pub cluster_header: Option<String>,
 }
 
 impl Config {
@@ -394,8 +404,21 @@ impl TryFrom<RawConfig> for Config {
             }
             None => (None, 0),
         };
+        let cluster_header = match raw.cluster_header {
+            Some(h) => {
+                let lower = h.to_ascii_lowercase();
+                ensure(
+                    !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_graphic()),
+                    "cluster_header",
+                    || format!("{h:?} is not a header name"),
+                )?;
+                Some(lower)
+            }
+            None => None,
+        };
         Ok(Self {
             mode: raw.mode,
+            cluster_header,
             key_header,
             max_keys,
             classifier,
@@ -444,6 +467,12 @@ mod tests {
         );
         assert_eq!(c.classifier, Classifier::default());
         assert!(c.failure_rate.is_none() && c.slow_call_rate.is_none() && c.key_header.is_none());
+        assert_eq!(c.cluster_header, None);
+        let c = parse(r#"{"cluster_header": "X-Meshguard-Sandbox-Cluster"}"#).unwrap();
+        assert_eq!(
+            c.cluster_header.as_deref(),
+            Some("x-meshguard-sandbox-cluster")
+        );
         assert_eq!(
             (c.status, c.evaluation_interval),
             (503, Duration::from_millis(100))
@@ -496,6 +525,7 @@ mod tests {
                 "trip.failure_rate.window.duration",
             ),
             (r#"{"status": 200}"#, "status"),
+            (r#"{"cluster_header": "bad header"}"#, "cluster_header"),
         ];
         for (json, want) in cases {
             let e = parse(json).unwrap_err();

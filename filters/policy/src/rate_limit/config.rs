@@ -404,6 +404,15 @@ impl Config {
         }
     }
 
+    /// The request headers the rules read (every rule, profiles' included), each once.
+    pub fn header_reads(&self) -> Vec<crate::headers::HeaderRead> {
+        let mut reads = Vec::new();
+        for e in self.rules.iter().flat_map(|r| &r.entries) {
+            e.header_reads(&mut reads);
+        }
+        reads
+    }
+
     /// True when some rule needs `source.address`.
     pub fn needs_source_address(&self) -> bool {
         self.rules

@@ -145,6 +145,23 @@ impl Entry {
         )
     }
 
+    /// Adds the request headers this entry reads to `reads`.
+    pub fn header_reads(&self, reads: &mut Vec<crate::headers::HeaderRead>) {
+        use crate::headers::{HeaderRead, add};
+        match self {
+            Self::Header { name, .. } | Self::HeaderPresent { name, .. } => {
+                add(reads, HeaderRead::first(name));
+            }
+            Self::Path(_) => add(reads, HeaderRead::first(":path")),
+            Self::Method(_) => add(reads, HeaderRead::first(":method")),
+            Self::ClientAddress { trusted_hops, .. } if *trusted_hops > 0 => {
+                add(reads, HeaderRead::all("x-forwarded-for"));
+            }
+            Self::Authority { .. } => add(reads, HeaderRead::first(":authority")),
+            _ => {}
+        }
+    }
+
     /// True when the entry needs `source.address`.
     pub fn needs_source_address(&self) -> bool {
         matches!(

@@ -159,15 +159,7 @@ pub fn inspect<'h>(config: &Config, headers: &'h [(Vec<u8>, Vec<u8>)]) -> Inspec
     out
 }
 
-/// A request header a decision may read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeaderRead {
-    /// Lower-case name (`:authority` included).
-    pub name: String,
-    /// The header is a list (`baggage`, `tracestate`, `traceparent`): read all its values,
-    /// joined with `,` as the W3C rules combine repeated headers.
-    pub all_values: bool,
-}
+pub use crate::headers::HeaderRead;
 
 /// The request headers [`inspect`] and [`strip_ops`] look at, so a filter can fetch exactly
 /// these, one host call each, instead of dumping the whole header map (measured in stock

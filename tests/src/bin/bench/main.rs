@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 mod breaker;
+mod footprint;
 mod host_sim;
 mod overhead;
 mod overload;
@@ -37,7 +38,7 @@ fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         bail!(
-            "usage: meshguard-bench <overhead|overload|breaker|ratelimit|host-sim> [--envoy PATH] [--dist DIR] [options]"
+            "usage: meshguard-bench <overhead|footprint|overload|breaker|ratelimit|host-sim> [--envoy PATH] [--dist DIR] [options]"
         );
     }
     let name = args.remove(0);
@@ -61,8 +62,9 @@ fn main() -> Result<()> {
         "breaker" => breaker::run(&opts),
         "ratelimit" => ratelimit::run(&opts),
         "host-sim" => host_sim::run(&opts),
+        "footprint" => footprint::run(&opts),
         other => bail!(
-            "unknown benchmark {other:?} (have: overhead, overload, breaker, ratelimit, host-sim)"
+            "unknown benchmark {other:?} (have: overhead, footprint, overload, breaker, ratelimit, host-sim)"
         ),
     }
 }

@@ -7,6 +7,12 @@
 //! figure = Envoy process CPU (utime + stime) / requests served, median over rounds with min–max.
 //! Envoy and wrk are pinned to different cores when `taskset` is available.
 //!
+//! `meshguard` / `meshguard_active`: the bundle with all four policies, idle (each policy's
+//! default config, as in the single rows) and active (a rate-limit rule every request matches,
+//! a routed sandbox key), next to `all_four[_active]` (four single filters configured alike),
+//! `noop_wasm_x4` (four no-op filters) and `noop_trimmed` (the no-op filter with its unused
+//! callback exports removed, as every meshguard module is: what trimming alone saves).
+//!
 //! `sandbox_router[_lean]_key` / `_no_key`: sandbox_router with a 1,000-entry table, wrk
 //! sending `baggage: sandbox=dev-500` (a table hit) or no key; `_lean` is the config of
 //! `envoy-configs/sandbox-outbound.yaml` (the listener strips client routing headers, no
@@ -43,6 +49,30 @@ fn sandbox_router_1000(extra: &str) -> Result<Filter> {
     )))
 }
 
+/// rate_limit with one rule every request matches: a service-wide bucket (never empty) that
+/// every request takes a token from (workers lease tokens in batches; a per-value bucket,
+/// e.g. per client, costs a shared-data read and write per request instead).
+const RATE_LIMIT_ACTIVE: &str = r#"{"descriptors": [{"name": "api", "entries": [{"generic_key": {"value": "api"}}],
+    "token_bucket": {"max_tokens": 1000000, "tokens_per_fill": 1000000, "fill_interval": "1s"}}]}"#;
+
+/// The bundle with every policy's section: the single filters' default configs (`idle`), or
+/// the active ones of the `_active` rows (a rate-limit rule that matches, a routed key).
+fn bundle(active: bool) -> Result<Filter> {
+    let config = if active {
+        let routes: Vec<String> = (0..1000)
+            .map(|i| format!(r#"{{"key": "dev-{i}", "service": "svc", "cluster": "svc-dev-{i}"}}"#))
+            .collect();
+        format!(
+            r#"{{"rate_limit": {RATE_LIMIT_ACTIVE}, "load_shed": {{}}, "sandbox_router": {{"service_from": "authority", "routes": [{}]}}, "circuit_breaker": {{}}}}"#,
+            routes.join(",")
+        )
+    } else {
+        r#"{"rate_limit": {}, "load_shed": {}, "sandbox_router": {}, "circuit_breaker": {}}"#
+            .to_owned()
+    };
+    Ok(Filter::meshguard("meshguard")?.config(config))
+}
+
 fn configs() -> Result<Vec<Config>> {
     let mut out = vec![
         ("no_filter".to_owned(), vec![], vec![]),
@@ -50,10 +80,21 @@ fn configs() -> Result<Vec<Config>> {
         (
             "noop_wasm_key".to_owned(),
             vec![Filter::noop()?],
-            vec![
-                "Host: svc".to_owned(),
-                "baggage: sandbox=dev-500".to_owned(),
-            ],
+            key_headers(),
+        ),
+        // What trimming unused callback exports alone saves (tools/wasm-trim), and the cost
+        // of four filters in a chain: the anchors of the bundle.
+        (
+            "noop_trimmed".to_owned(),
+            vec![Filter::fixture("noop_trimmed")?],
+            vec![],
+        ),
+        (
+            "noop_wasm_x4".to_owned(),
+            (0..4)
+                .map(|i| Ok(Filter::noop()?.named(&format!("noop{i}"))))
+                .collect::<Result<_>>()?,
+            vec![],
         ),
     ];
     for f in FILTERS {
@@ -63,10 +104,7 @@ fn configs() -> Result<Vec<Config>> {
     // header is set), and a request without a key; with the default config and with the lean
     // one of envoy-configs/sandbox-outbound.yaml (client routing headers stripped by the
     // listener, no clear_route_cache call).
-    let key = vec![
-        "Host: svc".to_owned(),
-        "baggage: sandbox=dev-500".to_owned(),
-    ];
+    let key = key_headers();
     let no_key = vec!["Host: svc".to_owned()];
     for (variant, extra) in [
         ("", ""),
@@ -94,7 +132,35 @@ fn configs() -> Result<Vec<Config>> {
             .collect::<Result<_>>()?,
         vec![],
     ));
+    // The bundle: all four policies in one filter, idle (default configs, as the single rows)
+    // and active (a rate-limit rule that matches, a routed key), each next to four single
+    // filters configured alike.
+    out.push(("meshguard".to_owned(), vec![bundle(false)?], vec![]));
+    out.push((
+        "all_four_active".to_owned(),
+        vec![
+            Filter::meshguard("rate_limit")?.config(RATE_LIMIT_ACTIVE),
+            Filter::meshguard("load_shed")?,
+            sandbox_router_1000("")?,
+            Filter::meshguard("circuit_breaker")?,
+        ],
+        key_headers(),
+    ));
+    out.push((
+        "meshguard_active".to_owned(),
+        vec![bundle(true)?],
+        key_headers(),
+    ));
     Ok(out)
+}
+
+/// Request headers of the rows that send a routing key (and a user for the rate limit).
+fn key_headers() -> Vec<String> {
+    vec![
+        "Host: svc".to_owned(),
+        "baggage: sandbox=dev-500".to_owned(),
+        "x-user: u1".to_owned(),
+    ]
 }
 
 pub fn run(opts: &Opts) -> Result<()> {
@@ -135,11 +201,12 @@ pub fn run(opts: &Opts) -> Result<()> {
         }
         eprintln!("  round {}/{rounds} done", round + 1);
     }
-    // The key row must have measured the routed path (a table hit), not a fallback.
+    // The key rows must have measured the routed path (a table hit), not a fallback.
     for (name, envoy, _) in &envoys {
-        if name.starts_with("sandbox_router")
+        if (name.starts_with("sandbox_router")
             && name.ends_with("_key")
-            && !name.ends_with("_no_key")
+            && !name.ends_with("_no_key"))
+            || name.ends_with("_active")
         {
             let routed = envoy.stat("wasmcustom.meshguard.sandbox_router.routed")?;
             let fallbacks: u64 = envoy

@@ -20,7 +20,7 @@ use meshguard_tests::bench::{self, Row};
 use meshguard_tests::loadgen::PhaseResult;
 use meshguard_tests::loadgen::{self, Phase};
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::Opts;
 
@@ -106,17 +106,6 @@ const GLOBAL_LIMITS: &str = r#"
   variables: []
 "#;
 
-fn grpc_cluster(addr: std::net::SocketAddr) -> Value {
-    json!({
-        "name": "rls", "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": "rls", "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}}}]}]},
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}},
-    })
-}
-
 fn global_envoy(rls: std::net::SocketAddr, failure_mode: &str, global: bool) -> Result<Envoy> {
     let config = if global {
         format!(
@@ -130,7 +119,8 @@ fn global_envoy(rls: std::net::SocketAddr, failure_mode: &str, global: bool) -> 
         .direct_response(200, "ok")
         .filter(Filter::meshguard("rate_limit")?.config(config));
     let mut cfg = EnvoyConfig::new(None).concurrency(2).listener(l);
-    cfg.clusters.push(grpc_cluster(rls));
+    cfg.clusters
+        .push(meshguard_tests::envoy::grpc_cluster("rls", rls));
     Envoy::start(&cfg)
 }
 
