@@ -4,7 +4,9 @@
 #   ./build.sh              set up, then build every filter to dist/*.wasm (size + sha256)
 #   ./build.sh test         set up, build, run the whole test suite (what CI runs)
 #   ./build.sh up           set up, build, run Envoy with all four filters on 127.0.0.1:10000
-#   ./build.sh bench NAME   run a benchmark (overhead, ...); prints meshguard next to its anchor
+#   ./build.sh bench NAME   run a benchmark (overhead, footprint, overload, breaker, ratelimit,
+#                           host-sim, soak); prints meshguard next to its anchor
+#   ./build.sh fuzz TARGET SECONDS   run one cargo-fuzz target (fuzz/run.sh list: the targets)
 #   ./build.sh setup        only the set-up (toolchain targets, pinned Envoy, Debian tools)
 #   ./build.sh oci          build, then pack each filter as OCI image layouts in dist/oci/<filter>/
 #   ./build.sh push REG/REPO  build, pack, push every image with skopeo; print digests and references
@@ -141,6 +143,8 @@ build() {
 cmd_test() {
     setup
     build
+    # Test builds that trap on a trigger header (dist/fault/), for the failure_policy tests.
+    tests/fault-build.sh
     log "policy tests compiled to wasm32-unknown-unknown (wasm-bindgen-test, Node)"
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$WASM_BINDGEN_RUNNER" \
         cargo test -p meshguard-policy --target wasm32-unknown-unknown
@@ -159,7 +163,7 @@ cmd_up() {
 
 cmd_bench() {
     local name="${1:-}"
-    [[ -n "$name" ]] || die "usage: ./build.sh bench <overhead|...>"
+    [[ -n "$name" ]] || die "usage: ./build.sh bench <overhead|footprint|overload|breaker|ratelimit|host-sim|soak>"
     shift
     setup
     build
@@ -240,6 +244,7 @@ case "${1:-build}" in
     bench) shift; cmd_bench "$@" ;;
     oci) cmd_oci ;;
     push) shift; cmd_push "$@" ;;
-    -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+    fuzz) shift; setup; build; exec fuzz/run.sh "$@" ;;
+    -h|--help|help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (try ./build.sh help)" ;;
 esac
