@@ -11,6 +11,7 @@ mod host_sim;
 mod overhead;
 mod overload;
 mod ratelimit;
+mod soak;
 mod upstream_proc;
 
 /// Options common to every benchmark.
@@ -38,7 +39,7 @@ fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         bail!(
-            "usage: meshguard-bench <overhead|footprint|overload|breaker|ratelimit|host-sim> [--envoy PATH] [--dist DIR] [options]"
+            "usage: meshguard-bench <overhead|footprint|overload|breaker|ratelimit|host-sim|soak> [--envoy PATH] [--dist DIR] [options]"
         );
     }
     let name = args.remove(0);
@@ -63,8 +64,9 @@ fn main() -> Result<()> {
         "ratelimit" => ratelimit::run(&opts),
         "host-sim" => host_sim::run(&opts),
         "footprint" => footprint::run(&opts),
+        "soak" => soak::run(&opts),
         other => bail!(
-            "unknown benchmark {other:?} (have: overhead, footprint, overload, breaker, ratelimit, host-sim)"
+            "unknown benchmark {other:?} (have: overhead, footprint, overload, breaker, ratelimit, host-sim, soak)"
         ),
     }
 }
