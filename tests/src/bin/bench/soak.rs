@@ -9,7 +9,7 @@
 //! first (closed loop, 100 concurrent, as `overload` does). One Envoy `--concurrency 2` with the
 //! filter chain of a `meshguard-config` sidecar on one listener — rate_limit, load_shed (its
 //! inbound chain), sandbox_router, circuit_breaker (its outbound chain), in that order, each
-//! `failure_policy` as the generator writes it, the listener stripping client routing headers
+//! with `failure_policy: FAIL_RELOAD` (docs/deploy.md), the listener stripping client routing headers
 //! natively and routing `x-meshguard-sandbox-cluster` with `cluster_header` — and the
 //! generator's filter configs, with limits sized to the measured capacity C and keyed by an
 //! `x-client` header (one load generator has one address):
@@ -51,8 +51,9 @@ use crate::upstream_proc::{self, Upstream, drain, start_upstream};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const ROUTING: &str = "x-meshguard-sandbox-cluster";
-/// The failure policy `meshguard-config` writes for every filter.
-const FAILURE_POLICY: &str = "FAIL_OPEN";
+/// The failure policy docs/deploy.md recommends for every filter; with it a trap also shows in
+/// `wasm.<plugin>.vm_reload*` (under `FAIL_OPEN` only in the log).
+const FAILURE_POLICY: &str = "FAIL_RELOAD";
 /// Latency histogram: 1 ms buckets up to the client timeout.
 const BUCKETS: usize = 5001;
 const TRAP_MARKERS: &[&str] = &["Uncaught", "panicked at", "RuntimeError", "] Function: "];
