@@ -78,11 +78,15 @@ fn wasm_filter(spec: &Spec, filter: &str, config: Value) -> Value {
     })
 }
 
-/// Recommended `failure_policy` per filter (docs/deploy.md): protection filters fail open so a
-/// broken filter never takes the service down; the sandbox router fails open too (baseline).
+/// Recommended `failure_policy` per filter (docs/deploy.md "Failure policy", measured in
+/// `tests/tests/e2e/faults.rs`): `FAIL_RELOAD` for every meshguard filter — a crash costs the
+/// crashing request and comes back with a new VM and the shared state as it was, where
+/// `FAIL_OPEN` would drop the protection until restart and `FAIL_CLOSED` fail every request.
 pub fn failure_policy(filter: &str) -> &'static str {
     match filter {
-        "load_shed" | "circuit_breaker" | "rate_limit" | "sandbox_router" => "FAIL_OPEN",
+        "load_shed" | "circuit_breaker" | "rate_limit" | "sandbox_router" | "meshguard" => {
+            "FAIL_RELOAD"
+        }
         _ => "FAIL_CLOSED",
     }
 }
@@ -394,7 +398,11 @@ pub fn istio_manifests(spec: &Spec, version: &str) -> Vec<Value> {
                     "pluginName": filter,
                     "phase": "UNSPECIFIED_PHASE",
                     "priority": priority,
-                    "failStrategy": if failure_policy(filter) == "FAIL_OPEN" { "FAIL_OPEN" } else { "FAIL_CLOSE" },
+                    // Istio's WasmPlugin has FAIL_RELOAD since 1.27 (older: FAIL_OPEN / FAIL_CLOSE).
+                    "failStrategy": match failure_policy(filter) {
+                        "FAIL_CLOSED" => "FAIL_CLOSE",
+                        other => other,
+                    },
                     "match": [if mode == "SERVER" {
                         json!({"mode": mode, "ports": [{"number": spec.port}]})
                     } else {
