@@ -109,9 +109,7 @@ impl Root {
     /// Parses and validates `bytes` (the filter's JSON config) and builds the VM's state;
     /// returns the tick period the filter needs, or `None` (one log line says why).
     pub fn configure(&mut self, bytes: Option<&[u8]>) -> Option<Duration> {
-        let Some(config) = config::configure_validated::<RawConfig, Config>(FILTER, bytes) else {
-            return None;
-        };
+        let config = config::configure_validated::<RawConfig, Config>(FILTER, bytes)?;
         let period = config.evaluation_interval;
         let metrics = Metrics::new(FILTER);
         let stats = Stats {

@@ -67,9 +67,7 @@ impl Root {
     /// Parses and validates `bytes` (the filter's JSON config) and builds the VM's state;
     /// returns the tick period the filter needs, or `None` (one log line says why).
     pub fn configure(&mut self, bytes: Option<&[u8]>) -> Option<Duration> {
-        let Some(config) = config::configure_validated::<RawConfig, Config>(FILTER, bytes) else {
-            return None;
-        };
+        let config = config::configure_validated::<RawConfig, Config>(FILTER, bytes)?;
         let period = config.update_interval;
         let prefix = format!("meshguard.load_shed.{}", plugin_name());
         let worker = Worker::new(&config, &prefix, &mut SharedData);

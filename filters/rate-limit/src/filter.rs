@@ -133,9 +133,7 @@ impl Root {
     /// Parses and validates `bytes` (the filter's JSON config) and builds the VM's state;
     /// returns the tick period the filter needs, or `None` (one log line says why).
     pub fn configure(&mut self, bytes: Option<&[u8]>) -> Option<Duration> {
-        let Some(config) = config::configure_validated::<RawConfig, Config>(FILTER, bytes) else {
-            return None;
-        };
+        let config = config::configure_validated::<RawConfig, Config>(FILTER, bytes)?;
         let period = TICK;
         let m = Metrics::new(FILTER);
         let mut limited: Vec<Counter> = config

@@ -34,10 +34,15 @@ impl Cidr {
                 .ok_or_else(|| format!("{text:?}: prefix length must be 0-{max}"))?,
             None => max,
         };
-        Ok(Self {
-            addr: addr.to_canonical(),
-            prefix,
-        })
+        // An IPv4-mapped range (`::ffff:10.0.0.0/104`) is the IPv4 range `10.0.0.0/8`: the
+        // prefix counts the 96 mapping bits too. One shorter than 96 spans more than IPv4 and
+        // stays an IPv6 range.
+        let (addr, prefix) = match (addr, addr.to_canonical()) {
+            (IpAddr::V6(_), v4 @ IpAddr::V4(_)) if prefix >= 96 => (v4, prefix.saturating_sub(96)),
+            (IpAddr::V6(_), IpAddr::V4(_)) => (addr, prefix),
+            (_, canonical) => (canonical, prefix),
+        };
+        Ok(Self { addr, prefix })
     }
 
     /// True when `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
@@ -71,6 +76,16 @@ pub fn source_ip(address: &[u8]) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv4_mapped_ranges_keep_their_width() {
+        // Found by the cidr fuzz target: the prefix was kept at 104 for the IPv4 address.
+        let c = Cidr::parse("::ffff:192.16.0.0/104").unwrap();
+        assert!(c.contains("192.16.0.1".parse().unwrap()));
+        assert!(c.contains("192.200.1.1".parse().unwrap()));
+        assert!(!c.contains("193.16.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:192.16.9.9".parse().unwrap()));
+    }
+
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use crate::test;

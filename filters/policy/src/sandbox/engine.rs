@@ -401,7 +401,11 @@ impl Engine {
         let etag = response
             .etag
             .filter(|e| {
-                !e.is_empty() && e.len() <= MAX_ETAG_LEN && e.iter().all(u8::is_ascii_graphic)
+                // `-` is "no ETag" in the published table (see registry::parse for versions).
+                !e.is_empty()
+                    && *e != b"-"
+                    && e.len() <= MAX_ETAG_LEN
+                    && e.iter().all(u8::is_ascii_graphic)
             })
             .and_then(|e| String::from_utf8(e.to_vec()).ok());
         let table_key = self.key("table");

@@ -108,6 +108,9 @@ pub fn parse(body: &[u8], keys: &KeyRules, max_entries: usize) -> Result<Documen
     };
     let version = match version {
         None | Some(serde_json::Value::Null) => None,
+        // `-` is how shared data writes "no version" (table::Published): the same here, so a
+        // published table reads back as it was (found by the registry fuzz target).
+        Some(serde_json::Value::String(s)) if s == "-" => None,
         Some(serde_json::Value::Number(n)) if n.is_u64() => Some(n.to_string()),
         Some(serde_json::Value::String(s))
             if !s.is_empty()
@@ -176,6 +179,8 @@ mod tests {
         let d = ok(r#" [{"key": "dev-1", "service": "reviews", "cluster": "c"}]"#);
         assert_eq!((d.version, d.table.len()), (None, 1));
         assert!(ok("[]").table.is_empty());
+        // `-` is "no version" (the published table's placeholder; found by fuzzing).
+        assert_eq!(ok(r#"{"version": "-", "sandboxes": []}"#).version, None);
     }
 
     #[test]
