@@ -45,9 +45,11 @@ pub fn monotonic_nanos() -> u64 {
     use std::sync::OnceLock;
     use std::time::Instant;
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let now = Instant::now();
-    let epoch = *EPOCH.get_or_init(|| now);
-    u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+    crate::memo::clock(|| {
+        let now = Instant::now();
+        let epoch = *EPOCH.get_or_init(|| now);
+        u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+    })
 }
 
 /// Monotonic time as a [`Duration`] (see [`monotonic_nanos`]).
