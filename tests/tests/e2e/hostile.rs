@@ -156,24 +156,6 @@ fn sandbox_routes(baseline: &str) -> Value {
     ]}]})
 }
 
-/// A cluster speaking HTTP/2 (gRPC) to `addr`.
-fn grpc_cluster(name: &str, addr: SocketAddr) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
-        }}]}]},
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            },
-        },
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trap_detector_sees_a_trapped_vm() {
     // The negative control of `assert_no_vm_failure`: the ABI probe fixture panics on
@@ -1081,7 +1063,7 @@ async fn a_hostile_rls_gets_the_failure_mode_and_the_filter_keeps_serving() {
     let upstream = Upstream::start(UpstreamConfig::default()).await.unwrap();
     let rls = FakeRls::start().await;
     let mut cfg = rls_listeners(EnvoyConfig::new(Some(upstream.addr())), "300ms");
-    cfg.clusters.push(grpc_cluster("rls", rls.addr));
+    cfg.clusters.push(envoy::grpc_cluster("rls", rls.addr));
     let envoy = start(cfg).await;
     let created = vms_created(&envoy);
     let (allow, deny) = (envoy.listener("allow"), envoy.listener("deny"));
@@ -1187,7 +1169,7 @@ async fn an_rls_speaking_garbage_or_nothing_at_the_tcp_level_fails_fast() {
             ),
         );
         cfg.clusters
-            .push(grpc_cluster(&format!("rls_{name}"), addr));
+            .push(envoy::grpc_cluster(&format!("rls_{name}"), addr));
     }
     let envoy = start(cfg).await;
     let created = vms_created(&envoy);
