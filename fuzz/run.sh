@@ -25,6 +25,8 @@ cache=${MESHGUARD_CACHE:-$HOME/.cache/meshguard}
 tools=$cache/cargo-fuzz
 export PATH="$tools/bin:$HOME/.cargo/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
+# Instrumented builds live apart from the workspace's (different flags would rebuild both).
+export CARGO_TARGET_DIR=${MESHGUARD_FUZZ_TARGET_DIR:-$here/target}
 # The ABI targets load dist/<module>.wasm.
 export MESHGUARD_WASM_DIR=${MESHGUARD_WASM_DIR:-$root/dist}
 
@@ -58,7 +60,7 @@ ensure_modules() {
 
 run_one() {
     local target=$1 seconds=$2
-    targets | grep -qx "$target" || { echo "fuzz: unknown target $target (fuzz/run.sh list)" >&2; exit 2; }
+    targets | grep -x "$target" >/dev/null || { echo "fuzz: unknown target $target (fuzz/run.sh list)" >&2; exit 2; }
     ensure_cargo_fuzz
     [[ $target == abi_* ]] && ensure_modules
     local sanitizer=${MESHGUARD_FUZZ_SANITIZER:-address}
@@ -91,8 +93,11 @@ run_one() {
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+' || true)
     ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+' || true)
     crashes=$(grep -cE 'Test unit written to .*(crash|timeout|oom|leak)-' "$log" || true)
+    # libFuzzer's own fuzzing time ("Done N runs in S second(s)"); wall time if it crashed.
+    local secs
+    secs=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 | grep -oE '[0-9]+ second' | grep -oE '[0-9]+' || true)
     rm -f "$log"
-    echo "fuzz=$target seconds=$((end - start)) execs=${execs:-0} cov=${cov:-0} ft=${ft:-0} crashes=${crashes:-0} sanitizer=$sanitizer"
+    echo "fuzz=$target seconds=${secs:-$((end - start))} execs=${execs:-0} cov=${cov:-0} ft=${ft:-0} crashes=${crashes:-0} sanitizer=$sanitizer"
     return "$rc"
 }
 

@@ -94,6 +94,7 @@ fn main() -> std::io::Result<()> {
         "abi_circuit_breaker",
         "abi_rate_limit",
         "abi_sandbox_router",
+        "abi_meshguard",
     ] {
         let dir = corpus.join(t);
         std::fs::create_dir_all(&dir)?;

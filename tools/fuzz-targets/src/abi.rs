@@ -31,7 +31,7 @@ const LOAD_SHED: Spec = Spec {
     configs: &[
         r#"{"mode": "enforce", "concurrency_limit_params": {"initial_concurrency_limit": 2,
             "min_concurrency_limit": 1, "max_concurrency_limit": 4,
-            "concurrency_update_interval": "10ms"}, "gradient": {"min_samples": 1},
+            "concurrency_update_interval": "50ms"}, "gradient": {"min_samples": 1},
             "criticality": {"header": "x-criticality", "header_values": {"gold": "CRITICAL_PLUS"},
               "rules": [{"match": {"path": {"prefix": "/batch"}}, "class": "SHEDDABLE"}]},
             "exempt": [{"path": {"exact": "/healthz"}}], "retry_after": "1s",
@@ -98,6 +98,46 @@ const SANDBOX_ROUTER: Spec = Spec {
         r#"{}"#,
     ],
 };
+
+/// The bundle (`meshguard.wasm`, every policy in one filter): its known configs combine the
+/// single filters' (see [`bundle_configs`]).
+const BUNDLE: Spec = Spec {
+    module: "meshguard",
+    configs: &[],
+};
+
+/// Known-good bundle configs: the i-th config of each single filter as its section, every
+/// policy alone, and two policies together.
+fn bundle_configs() -> Vec<String> {
+    let section = |name: &str, spec: &Spec, i: usize| {
+        format!("\"{name}\": {}", spec.configs[i % spec.configs.len()])
+    };
+    let mut out: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "{{{}, {}, {}, {}}}",
+                section("rate_limit", &RATE_LIMIT, i),
+                section("load_shed", &LOAD_SHED, i),
+                section("sandbox_router", &SANDBOX_ROUTER, i),
+                section("circuit_breaker", &CIRCUIT_BREAKER, i)
+            )
+        })
+        .collect();
+    for (name, spec) in [
+        ("rate_limit", &RATE_LIMIT),
+        ("load_shed", &LOAD_SHED),
+        ("sandbox_router", &SANDBOX_ROUTER),
+        ("circuit_breaker", &CIRCUIT_BREAKER),
+    ] {
+        out.push(format!("{{{}}}", section(name, spec, 0)));
+    }
+    out.push(format!(
+        "{{{}, {}}}",
+        section("sandbox_router", &SANDBOX_ROUTER, 0),
+        section("circuit_breaker", &CIRCUIT_BREAKER, 0)
+    ));
+    out
+}
 
 /// `dist/` (or `$MESHGUARD_WASM_DIR`), where `./build.sh` puts the modules.
 fn wasm_dir() -> PathBuf {
@@ -531,12 +571,20 @@ fn check(envoy: &Envoy, module: &str, what: &str) {
 }
 
 fn run(spec: &Spec, data: &[u8]) {
-    let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else {
-        return;
+    if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
+        run_input(spec, input);
+    }
+}
+
+fn run_input(spec: &Spec, input: Input) {
+    let known_configs: Vec<String> = if spec.configs.is_empty() {
+        bundle_configs()
+    } else {
+        spec.configs.iter().map(|s| (*s).to_owned()).collect()
     };
     let (config, known) = match &input.config {
         ConfigChoice::Known(i) => (
-            spec.configs[usize::from(*i) % spec.configs.len()]
+            known_configs[usize::from(*i) % known_configs.len()]
                 .as_bytes()
                 .to_vec(),
             true,
@@ -607,8 +655,8 @@ fn run(spec: &Spec, data: &[u8]) {
     let pick = |streams: &[StreamId], i: u8| -> Option<StreamId> {
         (!streams.is_empty()).then(|| streams[usize::from(i) % streams.len()])
     };
-    // Virtual time is bounded per input: ticks fire all the way.
-    let mut budget = Duration::from_secs(120);
+    // Virtual time is bounded per input: every tick on the way runs in every VM.
+    let mut budget = Duration::from_secs(15);
     for (n, op) in input.ops.iter().take(64).enumerate() {
         match op {
             Op::Request {
@@ -712,4 +760,49 @@ pub fn abi_rate_limit(data: &[u8]) {
 /// `sandbox_router.wasm` through host-sim (registry answers from the input).
 pub fn abi_sandbox_router(data: &[u8]) {
     run(&SANDBOX_ROUTER, data);
+}
+
+/// `meshguard.wasm` (the bundle of all four policies) through host-sim.
+pub fn abi_meshguard(data: &[u8]) {
+    run(&BUNDLE, data);
+}
+
+/// Starts `module` with each of its known-good configs (panics on a rejection or a trap): the
+/// replay test keeps them valid as the filters evolve.
+pub fn check_known_configs(module: &str) {
+    let spec = [
+        LOAD_SHED,
+        CIRCUIT_BREAKER,
+        RATE_LIMIT,
+        SANDBOX_ROUTER,
+        BUNDLE,
+    ]
+    .into_iter()
+    .find(|s| s.module == module)
+    .expect("a known module");
+    let n = if spec.configs.is_empty() {
+        bundle_configs().len()
+    } else {
+        spec.configs.len()
+    };
+    for i in 0..n {
+        let input = Input {
+            config: ConfigChoice::Known(u8::try_from(i).expect("few configs")),
+            workers: 1,
+            wall_start_ns: None,
+            http_answers: Vec::new(),
+            grpc_answers: Vec::new(),
+            ops: vec![
+                Op::Request {
+                    worker: None,
+                    pseudo: true,
+                    grpc: false,
+                    headers: Vec::new(),
+                    end: true,
+                },
+                Op::Advance { ms: 1500 },
+            ],
+        };
+        run_input(&spec, input);
+    }
 }

@@ -19,7 +19,11 @@ where
     let result = match meshguard_proxy::parse_config::<Raw>(data) {
         Ok(raw) => T::try_from(raw).map_err(|e| e.to_string()),
         Err(e) => {
-            assert!(!e.path.is_empty(), "a parse error without a path: {e:?}");
+            // The path is empty only for a field whose name is the empty string.
+            assert!(
+                !e.reason.is_empty(),
+                "a parse error without a reason: {e:?}"
+            );
             Err(e.to_string())
         }
     };

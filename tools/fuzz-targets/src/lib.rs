@@ -42,6 +42,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("abi_rate_limit", abi::abi_rate_limit),
     #[cfg(feature = "abi")]
     ("abi_sandbox_router", abi::abi_sandbox_router),
+    #[cfg(feature = "abi")]
+    ("abi_meshguard", abi::abi_meshguard),
 ];
 
 /// Splits fuzzer bytes at the first `0xff` (never valid UTF-8): the parts a target needs two

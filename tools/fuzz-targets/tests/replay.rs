@@ -75,6 +75,7 @@ fn abi(module: &str) {
         eprintln!("skipping abi_{module}: dist/{module}.wasm missing (run ./build.sh)");
         return;
     }
+    meshguard_fuzz_targets::abi::check_known_configs(module);
     let name = format!("abi_{module}");
     let failed = replay(&name, target(&name));
     assert!(failed.is_empty(), "failed inputs:\n{}", failed.join("\n"));
@@ -98,4 +99,9 @@ fn abi_rate_limit_replay() {
 #[test]
 fn abi_sandbox_router_replay() {
     abi("sandbox_router");
+}
+
+#[test]
+fn abi_meshguard_replay() {
+    abi("meshguard");
 }
