@@ -387,7 +387,8 @@ pub fn istio_manifests(spec: &Spec, version: &str) -> Vec<Value> {
         .enumerate()
         .map(|(i, ((filter, config), mode))| {
             // Earlier in the chain = higher priority (Istio orders by descending priority).
-            let priority = 100 - i32::try_from(if mode == "SERVER" { i } else { i - n }).unwrap_or(0) * 10;
+            let priority =
+                100 - i32::try_from(if mode == "SERVER" { i } else { i - n }).unwrap_or(0) * 10;
             json!({
                 "apiVersion": "extensions.istio.io/v1alpha1",
                 "kind": "WasmPlugin",
