@@ -24,10 +24,12 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
 /// A property (`xds.cluster_name`, `source.address`, ...), `None` when absent or refused.
 /// Inside a [`RequestMemo`] scope each path is asked of the host once.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    let key = path.join(".");
-    memo::cached(memo::Kind::Property, &key, || {
-        abi::get_property(path).ok().flatten()
-    })
+    let read = || abi::get_property(path).ok().flatten();
+    if !memo::active() {
+        // A single filter: no key to build (this runs on every request).
+        return read();
+    }
+    memo::cached(memo::Kind::Property, &path.join("."), read)
 }
 
 /// Appends the request headers of `reads` that are present: list headers with all their

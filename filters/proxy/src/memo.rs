@@ -31,6 +31,11 @@ pub(crate) fn set_active(active: bool) {
     });
 }
 
+/// True inside a [`crate::http::RequestMemo`] scope.
+pub(crate) fn active() -> bool {
+    MEMO.with(|m| m.try_borrow().is_ok_and(|m| m.active))
+}
+
 pub(crate) fn forget() {
     MEMO.with(|m| {
         if let Ok(mut m) = m.try_borrow_mut() {

@@ -9,13 +9,7 @@ use meshguard_tests::envoy::grpc_cluster;
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, h1};
 use meshguard_upstream::{Upstream, UpstreamConfig};
 
-const LIMITS: &str = r#"
-- namespace: shop
-  max_value: 3
-  seconds: 60
-  conditions: ["descriptors[0]['generic_key'] == 'checkout'"]
-  variables: []
-"#;
+use crate::rate_limit_global::LIMITS;
 
 const BUNDLE: &str = r#"{
   "rate_limit": {"global": {"cluster": "rls", "domain": "shop", "timeout": "1s"},

@@ -9,7 +9,8 @@ use meshguard_tests::envoy::grpc_cluster;
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, Response, h1};
 use meshguard_upstream::{Upstream, UpstreamConfig};
 
-const LIMITS: &str = r#"
+/// Three `checkout` calls per minute in domain `shop` (also used by the bundle tests).
+pub(crate) const LIMITS: &str = r#"
 - namespace: shop
   max_value: 3
   seconds: 60

@@ -17,13 +17,7 @@ use meshguard_tests::bench::{self, Row};
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, paths};
 
 use crate::Opts;
-
-const FILTERS: [&str; 4] = [
-    "load_shed",
-    "circuit_breaker",
-    "rate_limit",
-    "sandbox_router",
-];
+use crate::overhead::FILTERS;
 
 fn configs() -> Result<Vec<(String, Vec<Filter>)>> {
     let mut out = vec![

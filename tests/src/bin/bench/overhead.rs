@@ -27,7 +27,8 @@ use meshguard_tests::bench::{self, Row};
 
 use crate::Opts;
 
-const FILTERS: [&str; 4] = [
+/// The single filters (also the footprint benchmark's).
+pub(crate) const FILTERS: [&str; 4] = [
     "load_shed",
     "circuit_breaker",
     "rate_limit",
