@@ -76,6 +76,10 @@ pub fn source_ip(address: &[u8]) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use crate::test;
+
     #[test]
     fn ipv4_mapped_ranges_keep_their_width() {
         // Found by the cidr fuzz target: the prefix was kept at 104 for the IPv4 address.
@@ -85,10 +89,6 @@ mod tests {
         assert!(!c.contains("193.16.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:192.16.9.9".parse().unwrap()));
     }
-
-    use super::*;
-    #[cfg(target_arch = "wasm32")]
-    use crate::test;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
