@@ -6,7 +6,7 @@ use std::time::Duration;
 use host_sim::load::{
     self, Arrivals, Latency, LoadReport, LoadSpec, RequestClass, Step, UpstreamModel,
 };
-use host_sim::{Envoy, Module};
+use host_sim::{Envoy, HeaderMap, Module};
 
 use crate::support::Result;
 
@@ -205,5 +205,57 @@ fn dry_run_decides_but_never_rejects() -> Result {
     let r = load::run(&mut e, &spec(poisson(2.0), 10));
     assert_eq!(r.rejected, 0, "{}", r.summary_line("dry run"));
     assert!(e.counter("meshguard.load_shed.rejected.critical") > 1000);
+    Ok(())
+}
+
+#[test]
+fn a_burst_on_a_quiet_worker_is_admitted_while_the_limit_is_mostly_free() -> Result {
+    // The CI failure this pins: leases followed last interval's arrivals only, so a worker that
+    // had none held a lease of 1 and rejected a burst of new connections at 15 % of the limit.
+    let mut e = Envoy::builder(Module::load("load_shed")?)
+        .workers(4)
+        .plugin_config(
+            r#"{"concurrency_limit_params": {"initial_concurrency_limit": 200,
+                "min_concurrency_limit": 100, "max_concurrency_limit": 400,
+                "concurrency_update_interval": "100ms"}}"#,
+        )
+        .tracing(false)
+        .build()?;
+    let request = || {
+        HeaderMap::from([
+            (":method", "GET"),
+            (":path", "/"),
+            (":authority", "svc"),
+            (":scheme", "http"),
+        ])
+    };
+    let served = |e: &mut Envoy, worker: usize| -> Result<bool> {
+        let s = e.new_stream_on(worker);
+        let forwarded = e.send_request_headers(s, request(), true)?.is_forwarded();
+        if forwarded {
+            e.send_response_headers(s, [(":status", "200")], true)?;
+        }
+        Ok(forwarded)
+    };
+    // Every worker serves some traffic, then for a while only worker 0 does.
+    for w in 0..4 {
+        assert!(served(&mut e, w)?);
+    }
+    for _ in 0..10 {
+        assert!(served(&mut e, 0)?);
+        e.advance(Duration::from_millis(100));
+    }
+    // 30 new requests land on worker 1 and stay in flight: 15 % of the limit (its slice: half
+    // the free limit over the three quiet workers, 33).
+    let mut admitted = 0;
+    for _ in 0..30 {
+        let s = e.new_stream_on(1);
+        if e.send_request_headers(s, request(), true)?.is_forwarded() {
+            admitted += 1;
+        }
+    }
+    e.advance(Duration::from_millis(200));
+    assert_eq!(admitted, 30);
+    assert_eq!(e.counter("meshguard.load_shed.rejected.critical"), 0);
     Ok(())
 }

@@ -9,7 +9,8 @@
 //!    in-flight, arrivals) under its own key;
 //! 2. one worker holds the leader key (claimed with CAS, expiring after a few intervals); the
 //!    leader merges the fresh reports, runs the [`GradientLimit`](super::gradient::GradientLimit)
-//!    and writes a [`State`]: the limit and each worker's lease, proportional to its arrivals;
+//!    and writes a [`State`]: the limit and each worker's lease, proportional to its arrivals
+//!    (a worker quiet for one interval keeps a slice of the free limit, see `worker.rs`);
 //! 3. every worker reads the state and adopts its lease.
 //!
 //! Σ leases ≤ limit by construction, so the workers together never admit more than the limit

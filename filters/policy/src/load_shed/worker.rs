@@ -62,7 +62,8 @@ pub struct Worker {
     leader: Option<GradientLimit>,
     params: super::gradient::GradientParams,
     last_seq: Vec<(u32, u64)>,
-    demand: Vec<(u32, f64)>,
+    /// The leader's memory per worker: smoothed arrivals and when it last saw any (ns).
+    demand: Vec<(u32, f64, u64)>,
     history: VecDeque<(Histogram, Histogram)>,
 }
 
@@ -265,24 +266,30 @@ impl Worker {
             }
             // Demand is smoothed across intervals: the workers' windows are offset, so a sudden
             // change of load shows in one report an interval before the other.
-            let smoothed = match self.demand.iter_mut().find(|(w, _)| *w == id) {
-                Some((_, d)) => {
+            let (smoothed, last_active) = match self.demand.iter_mut().find(|(w, ..)| *w == id) {
+                Some((_, d, seen)) => {
                     *d = 0.5 * *d + 0.5 * u64_f64(r.arrivals);
-                    *d
+                    if r.arrivals > 0 {
+                        *seen = now_ns;
+                    }
+                    (*d, *seen)
                 }
                 None => {
-                    self.demand.push((id, u64_f64(r.arrivals)));
-                    u64_f64(r.arrivals)
+                    let seen = if r.arrivals > 0 { now_ns } else { 0 };
+                    self.demand.push((id, u64_f64(r.arrivals), seen));
+                    (u64_f64(r.arrivals), seen)
                 }
             };
-            demands.push((
+            let memory = self.interval_ns.saturating_mul(BURST_MEMORY_INTERVALS);
+            demands.push(Demand {
                 id,
-                if r.arrivals == 0 {
+                arrivals: if r.arrivals == 0 {
                     0
                 } else {
                     ceil_u64(smoothed).max(1)
                 },
-            ));
+                recent: last_active != 0 && now_ns.saturating_sub(last_active) <= memory,
+            });
             inflight = inflight.saturating_add(u64::from(r.inflight));
             let fresh = match self.last_seq.iter_mut().find(|(w, _)| *w == id) {
                 Some((_, seq)) if *seq == r.seq => false,
@@ -343,7 +350,7 @@ impl Worker {
                 Some(b) if throughput > 0.0 => 0.5 * throughput * b / 1e6,
                 _ => limit.limit() / 2.0,
             },
-            leases: split_active(limit.limit(), &demands),
+            leases: split_active(limit.limit(), &demands, inflight),
         };
         let _ = store.set(&self.keys.state, &state.encode(), 0);
         Some(Decided {
@@ -355,19 +362,59 @@ impl Worker {
     }
 }
 
-/// Leases for workers that saw traffic; idle workers (e.g. the main-thread VM) get none.
-fn split_active(limit: f64, demands: &[(u32, u64)]) -> Vec<(u32, u32)> {
-    let active: Vec<(u32, u64)> = demands.iter().copied().filter(|(_, d)| *d > 0).collect();
+/// Share of the unused limit (limit − in flight) set aside for workers that served traffic
+/// recently but saw none in the last interval, so such a worker can still take a burst.
+pub const BURST_SHARE: f64 = 0.5;
+/// "Recently": within this many update intervals (60 s at the default 100 ms). A VM that never
+/// serves requests (Envoy's main thread) or a worker idle for longer gets no burst slice.
+pub const BURST_MEMORY_INTERVALS: u64 = 600;
+
+/// One worker as the leader sees it when splitting the limit.
+#[derive(Clone, Copy, Debug)]
+struct Demand {
+    id: u32,
+    /// Smoothed arrivals per interval, 0 if none in the last one.
+    arrivals: u64,
+    /// Had arrivals within [`BURST_MEMORY_INTERVALS`].
+    recent: bool,
+}
+
+/// Leases for the next interval. Σ leases ≤ floor(limit) always.
+///
+/// Workers that saw traffic in the last interval split the limit in proportion to their
+/// arrivals. A worker that served traffic recently but had no arrivals in the last interval
+/// (new connections land on any worker) gets an even slice of `BURST_SHARE` × the unused limit,
+/// taken from the busy workers' split, instead of a lease of 1 that would reject a burst while
+/// the limit is mostly free. Under overload nothing is unused and leases follow arrivals alone;
+/// a VM that never served (the main thread's) gets 0.
+fn split_active(limit: f64, demands: &[Demand], inflight: u64) -> Vec<(u32, u32)> {
+    let active: Vec<(u32, u64)> = demands
+        .iter()
+        .filter(|d| d.arrivals > 0)
+        .map(|d| (d.id, d.arrivals))
+        .collect();
     if active.is_empty() {
         // Nobody saw traffic: split evenly so the first requests anywhere are served.
-        return split(limit, demands);
+        let all: Vec<(u32, u64)> = demands.iter().map(|d| (d.id, 0)).collect();
+        return split(limit, &all);
     }
-    let mut leases = split(limit, &active);
+    let total = floor_u32(limit).max(1);
+    let quiet = demands
+        .iter()
+        .filter(|d| d.arrivals == 0 && d.recent)
+        .count();
+    let unused = u64::from(total).saturating_sub(inflight);
+    let slice = match u64::try_from(quiet) {
+        Ok(n) if n > 0 => floor_u32(u64_f64(unused) * BURST_SHARE / u64_f64(n)),
+        _ => 0,
+    };
+    let set_aside = slice.saturating_mul(u32::try_from(quiet).unwrap_or(u32::MAX));
+    let mut leases = split(f64::from(total.saturating_sub(set_aside)), &active);
     leases.extend(
         demands
             .iter()
-            .filter(|(_, d)| *d == 0)
-            .map(|(id, _)| (*id, 0)),
+            .filter(|d| d.arrivals == 0)
+            .map(|d| (d.id, if d.recent { slice } else { 0 })),
     );
     leases
 }
@@ -390,4 +437,90 @@ fn allocate_id(key: &str, store: &mut impl Store) -> u32 {
     // Contention this high does not happen at VM start; a duplicate id only merges two
     // workers' reports.
     u32::MAX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use crate::test;
+
+    fn sum(leases: &[(u32, u32)]) -> u32 {
+        leases.iter().map(|l| l.1).sum()
+    }
+
+    fn lease(leases: &[(u32, u32)], id: u32) -> u32 {
+        leases.iter().find(|l| l.0 == id).map_or(0, |l| l.1)
+    }
+
+    /// Workers as (id, arrivals in the last interval, served traffic recently).
+    fn demands(d: &[(u32, u64, bool)]) -> Vec<Demand> {
+        d.iter()
+            .map(|&(id, arrivals, recent)| Demand {
+                id,
+                arrivals,
+                recent,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_quiet_worker_keeps_room_for_a_burst_at_low_load() {
+        // Worker 1 saw the only arrival of the interval; 2 and 3 served traffic a while ago;
+        // 4 never did (the main thread's VM); 20 in flight.
+        let d = demands(&[(1, 1, true), (2, 0, true), (3, 0, true), (4, 0, false)]);
+        let l = split_active(200.0, &d, 20);
+        assert_eq!(sum(&l), 200);
+        // Half the free limit goes to the quiet workers: each can take 45 at once, not 1.
+        assert_eq!(l, vec![(1, 110), (2, 45), (3, 45), (4, 0)]);
+        // Busy workers alone split by arrivals, as before.
+        let d = demands(&[(1, 30, true), (2, 10, true), (4, 0, false)]);
+        assert_eq!(split_active(200.0, &d, 20), vec![(1, 150), (2, 50), (4, 0)]);
+    }
+
+    #[test]
+    fn under_overload_leases_follow_arrivals_alone() {
+        // The limit is full: no burst room.
+        let d = demands(&[(1, 300, true), (2, 100, true), (3, 0, true)]);
+        let l = split_active(100.0, &d, 100);
+        assert_eq!(l.len(), 3);
+        assert_eq!(lease(&l, 1), 75);
+        assert_eq!(lease(&l, 2), 25);
+        assert_eq!(lease(&l, 3), 0);
+        // More in flight than the limit (it shrank): still within the limit.
+        let d = demands(&[(1, 10, true), (2, 10, true)]);
+        assert_eq!(sum(&split_active(50.0, &d, 80)), 50);
+    }
+
+    #[test]
+    fn a_worker_that_never_served_gets_no_burst_slice() {
+        // All traffic on worker 1: worker 2 must not hold back half the free limit.
+        let d = demands(&[(1, 50, true), (2, 0, false)]);
+        let l = split_active(40.0, &d, 10);
+        assert_eq!(l, vec![(1, 40), (2, 0)]);
+        // A quiet worker gets nothing when the limit is full.
+        let d = demands(&[(1, 50, true), (2, 0, true)]);
+        assert_eq!(split_active(40.0, &d, 40), vec![(1, 40), (2, 0)]);
+    }
+
+    #[test]
+    fn leases_never_exceed_the_limit() {
+        for limit in [1.0, 2.5, 7.0, 31.9, 200.0] {
+            for inflight in [0, 1, 5, 40, 500] {
+                let d = demands(&[
+                    (1, 0, true),
+                    (2, 7, true),
+                    (3, 0, false),
+                    (4, 1, true),
+                    (5, 90, true),
+                ]);
+                let l = split_active(limit, &d, inflight);
+                assert!(
+                    f64::from(sum(&l)) <= limit.max(1.0),
+                    "{limit} {inflight} {l:?}"
+                );
+                assert_eq!(l.len(), d.len(), "{l:?}");
+            }
+        }
+    }
 }
