@@ -111,6 +111,10 @@ pub struct HostCalls {
     /// Calls *into* the module (callbacks it exports), by export name: in Envoy each is a VM
     /// entry, and a callback the module does not export is never called.
     pub callbacks: std::collections::BTreeMap<&'static str, u64>,
+    /// Wasm work done inside each callback, by export name, in wasmtime fuel units (about one
+    /// per Wasm instruction executed): the guest's own CPU cost, deterministic, apart from
+    /// what its host calls cost Envoy.
+    pub fuel: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl HostCalls {
@@ -127,6 +131,20 @@ impl HostCalls {
     pub(crate) fn count_callback(&mut self, name: &'static str) {
         let n = self.callbacks.entry(name).or_insert(0);
         *n = n.saturating_add(1);
+    }
+
+    pub(crate) fn add_fuel(&mut self, name: &'static str, used: u64) {
+        let n = self.fuel.entry(name).or_insert(0);
+        *n = n.saturating_add(used);
+    }
+
+    /// Fuel used by every callback except ticks (the work of requests).
+    pub fn request_fuel(&self) -> u64 {
+        self.fuel
+            .iter()
+            .filter(|(k, _)| !k.starts_with("proxy_on_tick"))
+            .map(|(_, v)| *v)
+            .sum()
     }
 
     /// Every call from stream callbacks.

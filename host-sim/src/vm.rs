@@ -283,7 +283,12 @@ impl Vm {
             st.effective_ctx = 0;
             st.stop_next_iteration = false;
         }
-        match f.call(&mut self.store, params) {
+        let result = f.call(&mut self.store, params);
+        let used = self
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(self.fuel));
+        self.store.data().world().host_calls.add_fuel(name, used);
+        match result {
             Ok(r) => {
                 if self.store.data().world().rec.tracing {
                     let result = r.into().0;

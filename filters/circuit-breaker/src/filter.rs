@@ -108,6 +108,7 @@ impl Context for Root {}
 impl Root {
     /// Parses and validates `bytes` (the filter's JSON config) and builds the VM's state;
     /// returns the tick period the filter needs, or `None` (one log line says why).
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     pub fn configure(&mut self, bytes: Option<&[u8]>) -> Option<Duration> {
         let config = config::configure_validated::<RawConfig, Config>(FILTER, bytes)?;
         let period = config.evaluation_interval;
@@ -156,6 +157,7 @@ impl RootContext for Root {
             .is_some_and(|period| config::start_ticking(FILTER, period))
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_tick(&mut self) {
         let Some(shared) = &self.shared else { return };
         let transitions = match shared.engine.try_borrow_mut() {
@@ -240,6 +242,7 @@ impl Stream {
 }
 
 impl HttpContext for Stream {
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         meshguard_proxy::fault::on_request_headers();
         if let Some(per_route) = &self.shared.config.per_route
@@ -322,6 +325,7 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if self.call.is_none() {
             return Action::Continue;
@@ -339,6 +343,7 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_response_trailers(&mut self, _: usize) -> Action {
         if self.call.is_some()
             && let Some(v) = http::response_trailer("grpc-status")
@@ -349,6 +354,7 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_log(&mut self) {
         let Some(call) = self.call.take() else { return };
         if self.observed.http_status.is_none() {

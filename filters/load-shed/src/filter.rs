@@ -66,6 +66,7 @@ impl Context for Root {}
 impl Root {
     /// Parses and validates `bytes` (the filter's JSON config) and builds the VM's state;
     /// returns the tick period the filter needs, or `None` (one log line says why).
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     pub fn configure(&mut self, bytes: Option<&[u8]>) -> Option<Duration> {
         let config = config::configure_validated::<RawConfig, Config>(FILTER, bytes)?;
         let period = config.update_interval;
@@ -103,6 +104,7 @@ impl RootContext for Root {
             .is_some_and(|period| config::start_ticking(FILTER, period))
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_tick(&mut self) {
         let Some(shared) = &self.shared else { return };
         let Ok(mut worker) = shared.worker.try_borrow_mut() else {
@@ -173,6 +175,7 @@ impl Stream {
 }
 
 impl HttpContext for Stream {
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         meshguard_proxy::fault::on_request_headers();
         let config = &self.shared.config;
@@ -255,6 +258,7 @@ impl HttpContext for Stream {
         }
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_log(&mut self) {
         if let Some(a) = self.admitted.take() {
             let latency_us = clock::monotonic_nanos().saturating_sub(a.start_ns) / 1000;

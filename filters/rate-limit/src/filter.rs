@@ -132,6 +132,7 @@ impl Context for Root {}
 impl Root {
     /// Parses and validates `bytes` (the filter's JSON config) and builds the VM's state;
     /// returns the tick period the filter needs, or `None` (one log line says why).
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     pub fn configure(&mut self, bytes: Option<&[u8]>) -> Option<Duration> {
         let config = config::configure_validated::<RawConfig, Config>(FILTER, bytes)?;
         let period = TICK;
@@ -200,6 +201,7 @@ impl RootContext for Root {
             .is_some_and(|period| config::start_ticking(FILTER, period))
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_tick(&mut self) {
         let Some(shared) = &self.shared else { return };
         let evictions = match shared.engine.try_borrow_mut() {
@@ -434,6 +436,7 @@ impl Context for Stream {
 impl Stream {
     /// Handles the answer to an RLS call (`on_grpc_call_response`); the caller resumes the
     /// request on [`RlsOutcome::Go`].
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     pub fn on_rls_response(
         &mut self,
         token: u32,
@@ -533,6 +536,7 @@ fn ratelimit_headers(limit: u32, remaining: u32, reset: Duration) -> Vec<(String
 }
 
 impl HttpContext for Stream {
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         meshguard_proxy::fault::on_request_headers();
         let shared = Rc::clone(&self.shared);
@@ -642,6 +646,7 @@ impl HttpContext for Stream {
         }
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         for (k, v) in core::mem::take(&mut self.headers_to_add) {
             let _ = abi::replace_map_value(MapType::ResponseHeaders, &k, v.as_bytes());

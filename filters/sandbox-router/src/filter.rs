@@ -120,6 +120,7 @@ pub struct Root {
 }
 
 impl Context for Root {
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
         if self.poll_token != Some(token) {
             return;
@@ -195,6 +196,7 @@ fn registry_tag(config: &Config) -> String {
 impl Root {
     /// Parses and validates `bytes` (the filter's JSON config) and builds the VM's state;
     /// returns the tick period the filter needs, or `None` (one log line says why).
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     pub fn configure(&mut self, bytes: Option<&[u8]>) -> Option<Duration> {
         let config = config::configure_validated::<RawConfig, Config>(FILTER, bytes)?;
         let period = TICK;
@@ -252,6 +254,7 @@ impl RootContext for Root {
             .is_some_and(|period| config::start_ticking(FILTER, period))
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_tick(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;
@@ -320,6 +323,7 @@ pub struct Stream {
 }
 
 impl Stream {
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn apply(&self, plan: &Plan) {
         for op in &plan.ops {
             let result = match op {
@@ -337,6 +341,7 @@ impl Stream {
         }
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn record(&self, plan: &Plan) {
         let shared = &self.shared;
         let enforce = shared.config.mode.enforces();
@@ -422,6 +427,7 @@ impl Stream {
 impl Context for Stream {}
 
 impl HttpContext for Stream {
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         meshguard_proxy::fault::on_request_headers();
         // Read only the headers a decision needs, one host call each (a header-map dump costs
@@ -457,6 +463,7 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if let Some(key) = self.served_by.take()
             && let Err(e) =

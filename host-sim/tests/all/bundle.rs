@@ -176,9 +176,10 @@ fn host_calls_per_request_no_dumps_and_the_bundle_pays_less_than_the_sum() -> Re
     ] {
         let (per, calls) = calls_per_request(module, config, 50)?;
         println!(
-            "{module}: {per:.1} host calls/request ({}); callbacks: {}",
+            "{module}: {per:.1} host calls/request ({}); callbacks: {}; guest fuel/request: {}",
             calls.stream_summary(),
-            callbacks(&calls, 50)
+            callbacks(&calls, 50),
+            calls.request_fuel() / 50
         );
         assert!(
             !calls.stream.contains_key("proxy_get_header_map_pairs"),
@@ -188,9 +189,10 @@ fn host_calls_per_request_no_dumps_and_the_bundle_pays_less_than_the_sum() -> Re
     }
     let (bundle, calls) = calls_per_request("meshguard", &bundle_of(RATE_LIMIT_WIDE), 50)?;
     println!(
-        "meshguard (all four): {bundle:.1} host calls/request ({}); four single filters: {sum:.1}; callbacks: {}",
+        "meshguard (all four): {bundle:.1} host calls/request ({}); four single filters: {sum:.1}; callbacks: {}; guest fuel/request: {}",
         calls.stream_summary(),
-        callbacks(&calls, 50)
+        callbacks(&calls, 50),
+        calls.request_fuel() / 50
     );
     assert!(!calls.stream.contains_key("proxy_get_header_map_pairs"));
     // Policies share the clock (and any header or property they both read) within a pass.

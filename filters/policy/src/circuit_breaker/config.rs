@@ -282,6 +282,7 @@ fn rate(raw: &RawRate, field: &str, default_threshold: f64) -> Result<Rate, Inva
 impl TryFrom<RawConfig> for Config {
     type Error = Invalid;
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn try_from(raw: RawConfig) -> Result<Self, Invalid> {
         let mut classifier = Classifier::default();
         if let Some(ranges) = &raw.failure.http_statuses {

@@ -155,6 +155,7 @@ pub const MAX_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
 impl TryFrom<RawConfig> for Config {
     type Error = Invalid;
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn try_from(raw: RawConfig) -> Result<Self, Invalid> {
         let d = GradientParams::default();
         let lp = &raw.concurrency_limit_params;

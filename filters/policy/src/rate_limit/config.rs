@@ -293,6 +293,7 @@ fn rules_of(
 impl TryFrom<RawConfig> for Config {
     type Error = Invalid;
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn try_from(raw: RawConfig) -> Result<Self, Invalid> {
         let has_global = raw.global.is_some();
         let mut rules = rules_of(&raw.descriptors, "descriptors", "", None, has_global, &[])?;

@@ -424,6 +424,7 @@ fn edge(raw: &RawEdge) -> Result<Edge, Invalid> {
 impl TryFrom<RawConfig> for Config {
     type Error = Invalid;
 
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn try_from(raw: RawConfig) -> Result<Self, Invalid> {
         let raw_sources = raw
             .key_sources

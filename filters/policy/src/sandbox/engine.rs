@@ -186,6 +186,7 @@ impl Engine {
     }
 
     /// Decides one request from its headers.
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     pub fn decide(
         &self,
         config: &Config,
@@ -370,6 +371,7 @@ impl Engine {
     }
 
     /// Handles the registry's answer to this worker's poll.
+    #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     pub fn registry_response(
         &mut self,
         config: &Config,
