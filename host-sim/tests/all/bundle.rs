@@ -234,3 +234,43 @@ fn modules_are_entered_only_for_the_callbacks_they_implement() -> Result {
     assert!(!calls.callbacks.contains_key("proxy_on_response_body"));
     Ok(())
 }
+
+/// What a request routed to a sandbox costs (the `sandbox_router_key` and `meshguard_active`
+/// rows of `bench overhead`): host calls and guest fuel per request.
+fn routed_calls(module: &str, config: &str, n: u64) -> Result<HostCalls> {
+    let mut e = envoy(module, config)?;
+    let key = [("baggage", "sandbox=dev-1"), ("x-user", "u")];
+    send(&mut e, &key, "200")?;
+    e.reset_host_calls();
+    for _ in 0..n {
+        let r = send(&mut e, &key, "200")?;
+        assert_eq!(r.cluster.as_deref(), Some("reviews-dev-1"), "{module}");
+    }
+    Ok(e.host_calls())
+}
+
+#[test]
+fn a_routed_request_costs() -> Result {
+    for (module, config) in [
+        ("sandbox_router", SANDBOX_ROUTER.to_owned()),
+        ("meshguard", bundle_of(RATE_LIMIT_WIDE)),
+    ] {
+        let calls = routed_calls(module, &config, 50)?;
+        println!(
+            "{module} routed: {:.1} host calls/request ({}); callbacks: {}; guest fuel/request: {}",
+            calls.stream_total() as f64 / 50.0,
+            calls.stream_summary(),
+            callbacks(&calls, 50),
+            calls.request_fuel() / 50
+        );
+        // One property per request: the route's cluster (`service_from: cluster`). The key is
+        // in the first `baggage` header, so repeated ones are not joined (a second property).
+        assert_eq!(
+            calls.stream.get("proxy_get_property"),
+            Some(&50),
+            "{module}: {calls:?}"
+        );
+        assert!(!calls.stream.contains_key("proxy_get_header_map_pairs"));
+    }
+    Ok(())
+}

@@ -338,6 +338,14 @@ async fn keys_route_to_their_sandbox_and_the_rest_to_the_baseline() {
         .await;
         assert_eq!(to, DEV_2);
         assert_eq!(echoed(&r, "baggage"), ["user=ana", "sandbox=dev-2"]);
+        // A key in the first header decides (the first member wins), read with one call.
+        let (to, _) = which(
+            &rig,
+            "b",
+            &[("baggage", "sandbox=dev-1"), ("baggage", "sandbox=dev-2")],
+        )
+        .await;
+        assert_eq!(to, DEV_1);
         for extra in [
             &[][..],
             &[("baggage", "sandbox=dev-9")],
@@ -350,8 +358,8 @@ async fn keys_route_to_their_sandbox_and_the_rest_to_the_baseline() {
     }
     rig.envoy
         .wait_for_stats(Duration::from_secs(5), |s| {
-            s.get(&format!("{M}routed")) == Some(&12)
-                && s.get(&format!("{M}routed.dev-1")) == Some(&4)
+            s.get(&format!("{M}routed")) == Some(&16)
+                && s.get(&format!("{M}routed.dev-1")) == Some(&8)
                 && s.get(&format!("{M}fallback.no_entry")) == Some(&4)
         })
         .unwrap();

@@ -275,6 +275,25 @@ impl Config {
         self.members_of(SourceKind::Baggage)
     }
 
+    /// Whether the first `baggage` header value decides the request the same as every
+    /// `baggage` value joined: the first source is a `baggage` member, that value holds it
+    /// well-formed and it is a valid key (the first member found wins, and sources are tried
+    /// in order), and there is no edge mode (which strips members from every value). The
+    /// filter then skips the host call that joins repeated `baggage` headers.
+    pub fn first_baggage_value_decides(&self, first: &[u8]) -> bool {
+        if self.edge.is_some() {
+            return false;
+        }
+        let Some(source) = self.sources.first() else {
+            return false;
+        };
+        source.kind == SourceKind::Baggage
+            && matches!(
+                super::baggage::value_of([first], &source.member),
+                Some(Some(v)) if self.keys.check(v.as_bytes()).is_ok()
+            )
+    }
+
     /// The member names of all `tracestate` sources.
     pub fn tracestate_members(&self) -> Vec<&str> {
         self.members_of(SourceKind::Tracestate)
@@ -563,6 +582,23 @@ mod tests {
     fn parse(json: &str) -> Result<Config, String> {
         let raw: RawConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
         Config::try_from(raw).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_first_baggage_value_decides_only_when_it_holds_a_valid_key() {
+        let c = parse("{}").unwrap();
+        assert!(c.first_baggage_value_decides(b"user=ana, sandbox=dev-1"));
+        // Not there, malformed or not a valid key: the other values may hold the key.
+        assert!(!c.first_baggage_value_decides(b"user=ana"));
+        assert!(!c.first_baggage_value_decides(b"sandbox"));
+        assert!(!c.first_baggage_value_decides(b"sandbox=not%20valid"));
+        // A header source first: it is tried before baggage.
+        let c =
+            parse(r#"{"key_sources": [{"header": "x-sandbox"}, {"baggage": "sandbox"}]}"#).unwrap();
+        assert!(!c.first_baggage_value_decides(b"sandbox=dev-1"));
+        // Edge mode strips members from every value: all are needed.
+        let c = parse(r#"{"edge": {"trusted_source_cidrs": ["10.0.0.0/8"]}}"#).unwrap();
+        assert!(!c.first_baggage_value_decides(b"sandbox=dev-1"));
     }
 
     #[test]
