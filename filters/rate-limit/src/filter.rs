@@ -446,7 +446,13 @@ impl Stream {
         let Some(call) = self.rls.take_if(|c| c.token == token) else {
             return RlsOutcome::NotOurs;
         };
-        let answer = if status_code == 0 {
+        let answer = if status_code == 0 && response_size > rls::MAX_ANSWER_BYTES {
+            log::debug!(
+                "meshguard {FILTER}: RLS answer of {response_size} bytes refused (over {} bytes)",
+                rls::MAX_ANSWER_BYTES
+            );
+            Answer::Invalid
+        } else if status_code == 0 {
             self.get_grpc_call_response_body(0, response_size)
                 .map_or(Answer::Invalid, |body| rls::answer(&body))
         } else {

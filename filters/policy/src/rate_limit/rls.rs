@@ -123,6 +123,12 @@ pub struct HeaderValue {
 
 /// Code `OK`.
 pub const CODE_OK: i32 = 1;
+
+/// Largest RLS answer read (64 KiB). A real `RateLimitResponse` is a few hundred bytes, a few
+/// KiB with headers to add; a bigger one is treated as a failed call (the failure mode
+/// applies) without being copied into the VM, whose linear memory would otherwise keep that
+/// high-water mark for good (Wasm memory never shrinks).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Code `OVER_LIMIT`.
 pub const CODE_OVER_LIMIT: i32 = 2;
 
