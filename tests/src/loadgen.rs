@@ -88,12 +88,14 @@ impl PhaseResult {
     }
 }
 
-/// A simple seeded generator for exponential inter-arrival times.
+/// A small seeded generator (xorshift) for inter-arrival times and traffic mixes; the seed
+/// must not be 0.
 #[derive(Debug)]
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn unit(&mut self) -> f64 {
+    /// A uniform number in (0, 1).
+    pub fn unit(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

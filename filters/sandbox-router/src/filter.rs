@@ -351,30 +351,15 @@ impl Stream {
                 key,
                 service,
                 target,
-            } => http::record_decision(
-                FILTER,
-                &format!(
-                    "{} key={key} service={service} target={}",
-                    if enforce { "routed" } else { "dry_run_routed" },
-                    target.as_str()
-                ),
-            ),
-            Outcome::Fallback { reason, key } => http::record_decision(
-                FILTER,
-                &format!(
-                    "baseline reason={} key={}",
-                    reason.as_str(),
-                    key.as_deref().unwrap_or("-")
-                ),
-            ),
-        }
-        match &plan.outcome {
-            Outcome::NoKey => {}
-            Outcome::Routed {
-                key,
-                service,
-                target,
             } => {
+                http::record_decision(
+                    FILTER,
+                    &format!(
+                        "{} key={key} service={service} target={}",
+                        if enforce { "routed" } else { "dry_run_routed" },
+                        target.as_str()
+                    ),
+                );
                 shared.count(|p| {
                     p.routed = p.routed.saturating_add(1);
                     match p.per_sandbox.get_mut(key.as_str()) {
@@ -384,7 +369,7 @@ impl Stream {
                         }
                     }
                 });
-                if !shared.config.mode.enforces() {
+                if !enforce {
                     let now_s = clock::wall_nanos() / 1_000_000_000;
                     if shared.dry_run_logged_s.replace(now_s) != now_s {
                         log::info!(
@@ -395,15 +380,19 @@ impl Stream {
                 }
             }
             Outcome::Fallback { reason, key } => {
+                let key = key.as_deref().unwrap_or("-");
+                http::record_decision(
+                    FILTER,
+                    &format!("baseline reason={} key={key}", reason.as_str()),
+                );
                 shared.count(|p| {
                     if let Some(n) = p.fallback.get_mut(fallback_index(*reason)) {
                         *n = n.saturating_add(1);
                     }
                 });
                 log::debug!(
-                    "meshguard {FILTER}: baseline ({}), key {}",
-                    reason.as_str(),
-                    key.as_deref().unwrap_or("-")
+                    "meshguard {FILTER}: baseline ({}), key {key}",
+                    reason.as_str()
                 );
             }
         }

@@ -256,6 +256,7 @@ impl Worker {
         let mut inflight = 0u64;
         let mut throughput = 0.0f64; // completions per second, summed over workers
         let mut demands = Vec::new();
+        let memory = self.interval_ns.saturating_mul(BURST_MEMORY_INTERVALS);
         for id in 0..max_id {
             let key = format!("{}{id}", self.keys.report_prefix);
             let Some(r) = store.get(&key).and_then(|(v, _)| Report::decode(&v)) else {
@@ -280,7 +281,6 @@ impl Worker {
                     (u64_f64(r.arrivals), seen)
                 }
             };
-            let memory = self.interval_ns.saturating_mul(BURST_MEMORY_INTERVALS);
             demands.push(Demand {
                 id,
                 arrivals: if r.arrivals == 0 {

@@ -17,7 +17,7 @@ use meshguard_tests::bench::{self, Row};
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, paths};
 
 use crate::Opts;
-use crate::overhead::FILTERS;
+use crate::overhead::{self, FILTERS};
 
 fn configs() -> Result<Vec<(String, Vec<Filter>)>> {
     let mut out = vec![
@@ -27,19 +27,8 @@ fn configs() -> Result<Vec<(String, Vec<Filter>)>> {
     for f in FILTERS {
         out.push((f.to_owned(), vec![Filter::meshguard(f)?]));
     }
-    out.push((
-        "all_four".to_owned(),
-        FILTERS
-            .iter()
-            .map(|f| Filter::meshguard(f))
-            .collect::<Result<_>>()?,
-    ));
-    out.push((
-        "meshguard".to_owned(),
-        vec![Filter::meshguard("meshguard")?.config(
-            r#"{"rate_limit": {}, "load_shed": {}, "sandbox_router": {}, "circuit_breaker": {}}"#,
-        )],
-    ));
+    out.push(("all_four".to_owned(), overhead::all_four()?));
+    out.push(("meshguard".to_owned(), vec![overhead::bundle(false)?]));
     Ok(out)
 }
 

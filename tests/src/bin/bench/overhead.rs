@@ -58,7 +58,7 @@ const RATE_LIMIT_ACTIVE: &str = r#"{"descriptors": [{"name": "api", "entries": [
 
 /// The bundle with every policy's section: the single filters' default configs (`idle`), or
 /// the active ones of the `_active` rows (a rate-limit rule that matches, a routed key).
-fn bundle(active: bool) -> Result<Filter> {
+pub fn bundle(active: bool) -> Result<Filter> {
     let config = if active {
         let routes: Vec<String> = (0..1000)
             .map(|i| format!(r#"{{"key": "dev-{i}", "service": "svc", "cluster": "svc-dev-{i}"}}"#))
@@ -72,6 +72,11 @@ fn bundle(active: bool) -> Result<Filter> {
             .to_owned()
     };
     Ok(Filter::meshguard("meshguard")?.config(config))
+}
+
+/// The four single filters in one chain, default configs.
+pub fn all_four() -> Result<Vec<Filter>> {
+    FILTERS.iter().map(|f| Filter::meshguard(f)).collect()
 }
 
 fn configs() -> Result<Vec<Config>> {
@@ -125,14 +130,7 @@ fn configs() -> Result<Vec<Config>> {
             no_key.clone(),
         ));
     }
-    out.push((
-        "all_four".to_owned(),
-        FILTERS
-            .iter()
-            .map(|f| Filter::meshguard(f))
-            .collect::<Result<_>>()?,
-        vec![],
-    ));
+    out.push(("all_four".to_owned(), all_four()?, vec![]));
     // The bundle: all four policies in one filter, idle (default configs, as the single rows)
     // and active (a rate-limit rule that matches, a routed key), each next to four single
     // filters configured alike.

@@ -43,6 +43,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use meshguard_tests::bench::{self, Row};
+use meshguard_tests::loadgen::Rng;
 use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, envoy, loadgen};
 use serde_json::json;
 
@@ -179,19 +180,6 @@ impl ClientCounts {
             }
         }
         (BUCKETS - 1) as f64
-    }
-}
-
-/// xorshift, for arrivals and the traffic mix.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        ((v >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 }
 
