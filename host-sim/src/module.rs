@@ -79,6 +79,11 @@ fn cache() -> &'static Cache {
         // Fuel makes a runaway guest (an infinite loop) trap deterministically instead of
         // hanging the test; it is refilled before every call into the VM.
         config.consume_fuel(true);
+        // `HOST_SIM_PERFMAP=1`: wasmtime writes /tmp/perf-<pid>.map, so `perf record` names
+        // the guest's functions (build the module with `CARGO_PROFILE_RELEASE_STRIP=false`).
+        if std::env::var_os("HOST_SIM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Only fails for unsupported configurations; this one is supported.
         let engine = Engine::new(&config).unwrap_or_default();
         let (linker, names) = host::linker(&engine);

@@ -260,7 +260,8 @@ impl HttpContext for Stream {
                 let Some(cluster) = http::property(&["xds", "cluster_name"]) else {
                     return Action::Continue; // no route or no cluster: nothing to protect
                 };
-                String::from_utf8_lossy(&cluster).into_owned()
+                String::from_utf8(cluster)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
             }
         };
         let config = &self.shared.config;

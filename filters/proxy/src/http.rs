@@ -12,24 +12,19 @@ use crate::memo;
 ///
 /// Envoy only answers this while the request headers are being processed (or paused in that
 /// callback) and in `on_log`; afterwards it answers `BAD_ARGUMENT`, which is `None` here.
-/// Inside a [`RequestMemo`] scope each name is asked of the host once.
+///
+/// Not remembered by a [`RequestMemo`]: a header miss is the cheapest host call, and two
+/// policies rarely read the same header, so remembering cost more guest work than it saved.
 pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    memo::cached(memo::Kind::Header, name, || {
-        abi::get_map_value(MapType::RequestHeaders, name)
-            .ok()
-            .flatten()
-    })
+    abi::get_map_value(MapType::RequestHeaders, name)
+        .ok()
+        .flatten()
 }
 
 /// A property (`xds.cluster_name`, `source.address`, ...), `None` when absent or refused.
 /// Inside a [`RequestMemo`] scope each path is asked of the host once.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    let read = || abi::get_property(path).ok().flatten();
-    if !memo::active() {
-        // A single filter: no key to build (this runs on every request).
-        return read();
-    }
-    memo::cached(memo::Kind::Property, &path.join("."), read)
+    memo::cached(path, || abi::get_property(path).ok().flatten())
 }
 
 /// Appends the request headers of `reads` that are present: list headers with all their
@@ -82,9 +77,10 @@ pub fn remove_request_header(name: &str) -> Result<(), Status> {
     abi::remove_map_value(MapType::RequestHeaders, name)
 }
 
-/// While alive, request-header and property reads through this module are asked of the host
-/// once and remembered (the `meshguard` bundle holds one around its policies, so policies that
-/// read the same header or property share one host call). Writes through this module and
+/// While alive, property reads (and the monotonic clock) through this module are asked of the
+/// host once and remembered (the `meshguard` bundle holds one around its policies, so policies
+/// that read the same property, e.g. the route's cluster, share one host call; request headers
+/// are not remembered, see `memo.rs`). Writes through this module and
 /// [`clear_route_cache`] forget what was remembered (a rerouted request has a new cluster).
 /// Outside a scope nothing is remembered: a single filter reads each value once anyway.
 #[derive(Debug)]
@@ -251,7 +247,7 @@ mod tests {
 #[cfg(test)]
 mod memo_tests {
     use super::*;
-    use crate::memo::{Kind, cached, forget};
+    use crate::memo::{cached, forget};
 
     #[test]
     fn a_scope_asks_the_host_once_per_name_and_forgets_on_writes() {
@@ -261,25 +257,44 @@ mod memo_tests {
             Some(b"v".to_vec())
         };
         // Outside a scope: every read goes to the host.
-        cached(Kind::Header, "a", read);
-        cached(Kind::Header, "a", read);
+        cached(&["a"], read);
+        cached(&["a"], read);
         assert_eq!(reads.get(), 2);
         {
             let _scope = RequestMemo::start();
-            assert_eq!(cached(Kind::Header, "a", read), Some(b"v".to_vec()));
-            cached(Kind::Header, "a", read);
+            assert_eq!(cached(&["a"], read), Some(b"v".to_vec()));
+            cached(&["a"], read);
             assert_eq!(reads.get(), 3, "remembered within the scope");
-            cached(Kind::Property, "a", read);
-            assert_eq!(
-                reads.get(),
-                4,
-                "a property is not a header of the same name"
-            );
+            cached(&["b"], read);
+            assert_eq!(reads.get(), 4, "another path is another value");
             forget();
-            cached(Kind::Header, "a", read);
+            cached(&["a"], read);
             assert_eq!(reads.get(), 5, "a write forgets");
         }
-        cached(Kind::Header, "a", read);
+        cached(&["a"], read);
         assert_eq!(reads.get(), 6, "the scope ended");
+    }
+
+    #[test]
+    fn names_past_the_bound_are_read_from_the_host_every_time() {
+        let reads = std::cell::Cell::new(0);
+        let read = || {
+            reads.set(reads.get() + 1);
+            Some(b"v".to_vec())
+        };
+        let _scope = RequestMemo::start();
+        let names: Vec<String> = (0..=crate::memo::MAX_NAMES)
+            .map(|i| format!("h{i}"))
+            .collect();
+        for n in &names {
+            cached(&[n], read);
+        }
+        assert_eq!(reads.get(), names.len());
+        // Remembered: the first MAX_NAMES names; the one past the bound is asked again.
+        assert_eq!(cached(&["h0"], read), Some(b"v".to_vec()));
+        assert_eq!(reads.get(), names.len());
+        let last = &names[crate::memo::MAX_NAMES];
+        assert_eq!(cached(&[last], read), Some(b"v".to_vec()));
+        assert_eq!(reads.get(), names.len() + 1);
     }
 }

@@ -1,9 +1,10 @@
 //! One worker VM's side of circuit breaking: breaker keys, CAS loops on the shared breaker
 //! value, local window counts merged on tick.
 //!
-//! Per request: one shared-data read to decide (every worker sees a trip on its very next
-//! request), and a write only when the breaker changes (a failure, the first success after
-//! failures, a probe, an in-flight count). Failure-rate and slow-call-rate windows are counted
+//! Per request: the breaker as last read from shared data, re-read when that read is older than
+//! [`READ_CACHE_NS`] (so every worker sees a trip within 10 ms, and the worker that tripped it
+//! at once), and a write only when the breaker changes (a failure, the first success after
+//! failures, a probe, an in-flight count). A decision that writes always reads first. Failure-rate and slow-call-rate windows are counted
 //! locally and merged into shared data once per `evaluation_interval`, so a rate trip is seen
 //! within one interval. Everything here is pure over the [`Store`] port.
 
@@ -20,6 +21,16 @@ use crate::store::Store;
 pub const MAX_CAS_ATTEMPTS: u32 = 16;
 /// The shared key of values beyond `max_keys`.
 pub const OVERFLOW_KEY: &str = "~other";
+/// How long a worker decides on its last read of a breaker, when that decision writes nothing
+/// (closed without `max_requests`, open before its wait ends, half-open without a free probe).
+/// A shared-data read takes a process-wide lock in Envoy and re-enters the VM to copy the value
+/// in: at 10k requests per second per worker this turns 10k of them into 100, and a trip on
+/// another worker is seen within this long (decisions that write, e.g. the probe after the
+/// wait, always read first).
+pub const READ_CACHE_NS: u64 = 10_000_000;
+/// Breakers remembered per worker (keys are bounded by clusters × `max_keys`; past this the
+/// memory starts over).
+const READ_CACHE_MAX: usize = 4096;
 
 /// The decision on one request, with what the caller must remember for its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +76,9 @@ pub struct Engine {
     pending: BTreeMap<String, Counts>,
     /// Known header values per cluster (mirrors the shared registry).
     known: BTreeMap<String, Vec<String>>,
+    /// The last read of each breaker that needed no write, with when it stops being trusted
+    /// (see [`READ_CACHE_NS`]).
+    read_cache: BTreeMap<String, (Breaker, u64)>,
     rng: u64,
 }
 
@@ -75,6 +89,7 @@ impl Engine {
             prefix: prefix.to_owned(),
             pending: BTreeMap::new(),
             known: BTreeMap::new(),
+            read_cache: BTreeMap::new(),
             rng: seed | 1,
         }
     }
@@ -131,15 +146,23 @@ impl Engine {
     }
 
     fn breaker_key(&self, key: &str) -> String {
-        format!("{}/b/{key}", self.prefix)
+        // Built by hand: this runs on every request, and `format!` (core::fmt) costs about as
+        // many Wasm instructions as the rest of the breaker's decision.
+        let mut k = String::with_capacity(
+            self.prefix
+                .len()
+                .saturating_add(key.len())
+                .saturating_add(3),
+        );
+        k.push_str(&self.prefix);
+        k.push_str("/b/");
+        k.push_str(key);
+        k
     }
 
     /// Reads a breaker (closed when absent or unreadable).
     pub fn read(&self, key: &str, store: &mut impl Store) -> (Breaker, u32) {
-        match store.get(&self.breaker_key(key)) {
-            Some((v, cas)) => (Breaker::decode(&v).unwrap_or_default(), cas),
-            None => (Breaker::default(), 0),
-        }
+        read_at(&self.breaker_key(key), store)
     }
 
     /// Decides a request for breaker `key` at `now_ns`.
@@ -150,11 +173,23 @@ impl Engine {
         now_ns: u64,
         store: &mut impl Store,
     ) -> Decision {
+        if let Some((seen, until_ns)) = self.read_cache.get(key)
+            && now_ns < *until_ns
+            && let (admission, None) = seen.admit(now_ns, &config.params)
+        {
+            return Decision {
+                admission,
+                seen: *seen,
+                transition: None,
+                contended: false,
+            };
+        }
         let bkey = self.breaker_key(key);
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let (seen, cas) = self.read(key, store);
+            let (seen, cas) = read_at(&bkey, store);
             let (admission, write) = seen.admit(now_ns, &config.params);
             let Some((next, transition)) = write else {
+                self.remember(key, seen, now_ns);
                 return Decision {
                     admission,
                     seen,
@@ -163,6 +198,7 @@ impl Engine {
                 };
             };
             if store.set(&bkey, &next.encode(), cas) {
+                self.read_cache.remove(key);
                 return Decision {
                     admission,
                     seen,
@@ -197,13 +233,21 @@ impl Engine {
         let slow =
             config.slow_call_ns.is_some_and(|t| duration_ns > t) && outcome != Outcome::Ignored;
         let probe = decision.admission == Admission::Probe;
-        if outcome != Outcome::Ignored && !probe {
-            let c = self.pending.entry(key.to_owned()).or_default();
-            c.add(Counts {
+        // Window counts feed only the rate trips (merged on tick).
+        let windowed = config.failure_rate.is_some() || config.slow_call_rate.is_some();
+        if windowed && outcome != Outcome::Ignored && !probe {
+            let counts = Counts {
                 calls: 1,
                 failures: u32::from(outcome == Outcome::Failure),
                 slow: u32::from(slow),
-            });
+            };
+            // Looked up before inserting: no key copy on the requests after a key's first.
+            match self.pending.get_mut(key) {
+                Some(c) => c.add(counts),
+                None => {
+                    self.pending.insert(key.to_owned(), counts);
+                }
+            }
         }
         // A slow probe is a failed probe: the upstream is not healthy yet.
         let effective = if probe && slow {
@@ -250,6 +294,19 @@ impl Engine {
         });
     }
 
+    /// Remembers a read of `key` that needed no write (see [`READ_CACHE_NS`]).
+    fn remember(&mut self, key: &str, seen: Breaker, now_ns: u64) {
+        let until_ns = now_ns.saturating_add(READ_CACHE_NS);
+        if let Some(entry) = self.read_cache.get_mut(key) {
+            *entry = (seen, until_ns);
+            return;
+        }
+        if self.read_cache.len() >= READ_CACHE_MAX {
+            self.read_cache.clear();
+        }
+        self.read_cache.insert(key.to_owned(), (seen, until_ns));
+    }
+
     fn update(
         &mut self,
         key: &str,
@@ -259,9 +316,11 @@ impl Engine {
         let bkey = self.breaker_key(key);
         let jitter = self.jitter();
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let (current, cas) = self.read(key, store);
+            let (current, cas) = read_at(&bkey, store);
             let (next, transition) = f(&current, jitter)?;
             if store.set(&bkey, &next.encode(), cas) {
+                // This worker's next decision reads what it wrote.
+                self.read_cache.remove(key);
                 return transition;
             }
         }
@@ -324,6 +383,14 @@ impl Engine {
             }
         }
         transitions
+    }
+}
+
+/// Reads the breaker stored at `bkey` (closed when absent or unreadable).
+fn read_at(bkey: &str, store: &mut impl Store) -> (Breaker, u32) {
+    match store.get(bkey) {
+        Some((v, cas)) => (Breaker::decode(&v).unwrap_or_default(), cas),
+        None => (Breaker::default(), 0),
     }
 }
 

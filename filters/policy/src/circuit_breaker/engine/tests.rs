@@ -251,6 +251,62 @@ fn healthy_traffic_writes_nothing() {
     assert_eq!(store.1, 0);
 }
 
+#[test]
+fn a_worker_rereads_a_quiet_breaker_at_most_every_read_cache_interval() {
+    #[derive(Default)]
+    struct Counting(MemStore, u32);
+    impl Store for Counting {
+        fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.1 += 1;
+            self.0.get(key)
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+            self.0.set(key, value, cas)
+        }
+    }
+    let c = config(r#"{"trip": {"consecutive_failures": 2}, "open": {"jitter_percent": 0}}"#);
+    let mut store = Counting::default();
+    let mut a = Engine::new("cb", 1);
+    let mut b = Engine::new("cb", 2);
+    // Healthy traffic on `b`: one read per interval, not one per request.
+    for i in 0..100 {
+        let d = b.admit(&c, "svc", i * MS / 10, &mut store);
+        assert_eq!(d.admission, Admission::Allow);
+        b.record(&c, "svc", &d, &fin(&ok(), 1, i * MS / 10), &mut store);
+    }
+    assert_eq!(store.1, 1, "100 requests in 10 ms");
+    // `a` trips the breaker at 5 ms and rejects its own next request at once.
+    for _ in 0..2 {
+        let d = a.admit(&c, "svc", 5 * MS, &mut store);
+        a.record(&c, "svc", &d, &fin(&fail(), 1, 5 * MS), &mut store);
+    }
+    assert!(matches!(
+        a.admit(&c, "svc", 5 * MS, &mut store).admission,
+        Admission::Reject { .. }
+    ));
+    // `b` still trusts its read of 0 ms until 10 ms, then sees the trip.
+    assert_eq!(
+        b.admit(&c, "svc", READ_CACHE_NS - 1, &mut store).admission,
+        Admission::Allow
+    );
+    assert!(matches!(
+        b.admit(&c, "svc", READ_CACHE_NS, &mut store).admission,
+        Admission::Reject {
+            why: Rejected::Open,
+            ..
+        }
+    ));
+    // A failure `b` records is written from a fresh read, and `b` decides on what it wrote.
+    let mut c2 = Engine::new("cb", 3);
+    let d = c2.admit(&c, "other", 0, &mut store);
+    c2.record(&c, "other", &d, &fin(&fail(), 1, 0), &mut store);
+    let d = c2.admit(&c, "other", 0, &mut store);
+    assert_eq!(
+        d.seen.consecutive, 1,
+        "not the cached read of before the failure"
+    );
+}
+
 /// Random interleavings of two workers: the invariants of the state machine hold whatever the
 /// order (no transition without its condition, probes bounded, no open → closed jump).
 #[test]
