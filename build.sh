@@ -122,7 +122,7 @@ setup() {
 build() {
     local pkgs=()
     for f in "${FILTERS[@]}"; do pkgs+=(-p "meshguard-${f//_/-}"); done
-    pkgs+=(-p meshguard-bundle -p noop-filter -p abi-probe -p proxy-probe)
+    pkgs+=(-p meshguard-bundle -p noop-filter -p abi-probe -p proxy-probe -p calls-floor)
     log "building filters ($WASM_TARGET, release)"
     cargo build --quiet --release --target "$WASM_TARGET" "${pkgs[@]}"
     mkdir -p "$DIST/fixtures"
@@ -138,6 +138,12 @@ build() {
     for f in "${FIXTURES[@]}"; do cp "$out/$f.wasm" "$DIST/fixtures/$f.wasm"; done
     # The no-op anchor trimmed the same way: shows what trimming alone saves (overhead bench).
     target/release/meshguard-wasm-trim "$out/noop.wasm" "$DIST/fixtures/noop_trimmed.wasm" --keep "" >/dev/null
+    # Anchors of the bundle, trimmed like it: the no-op with the bundle's callbacks, and
+    # calls_floor (the idle bundle's host calls without its logic).
+    target/release/meshguard-wasm-trim "$out/noop.wasm" "$DIST/fixtures/noop_bundle_callbacks.wasm" \
+        --keep "${CALLBACKS[$BUNDLE]}" >/dev/null
+    target/release/meshguard-wasm-trim "$out/calls_floor.wasm" "$DIST/fixtures/calls_floor.wasm" \
+        --keep "${CALLBACKS[$BUNDLE]}" >/dev/null
 }
 
 # --- commands -----------------------------------------------------------------------------

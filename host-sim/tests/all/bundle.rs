@@ -280,3 +280,22 @@ fn a_routed_request_costs() -> Result {
     }
     Ok(())
 }
+
+/// `calls_floor` (an anchor of `bench overhead`) makes the idle bundle's host calls and no
+/// more: if the bundle's calls change, the anchor must change with it.
+#[test]
+fn the_calls_floor_anchor_makes_the_idle_bundles_host_calls() -> Result {
+    let idle =
+        r#"{"rate_limit": {}, "load_shed": {}, "sandbox_router": {}, "circuit_breaker": {}}"#;
+    let (_, bundle) = calls_per_request("meshguard", idle, 20)?;
+    let (_, floor) = calls_per_request("calls_floor", "", 20)?;
+    let mut expected = bundle.stream.clone();
+    // The breaker's shared-data read is once per 10 ms, not per request.
+    expected.remove("proxy_get_shared_data");
+    assert_eq!(floor.stream, expected);
+    assert_eq!(
+        floor.callbacks.keys().collect::<Vec<_>>(),
+        bundle.callbacks.keys().collect::<Vec<_>>()
+    );
+    Ok(())
+}

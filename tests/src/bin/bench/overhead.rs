@@ -12,6 +12,11 @@
 //! a routed sandbox key), next to `all_four[_active]` (four single filters configured alike),
 //! `noop_wasm_x4` (four no-op filters) and `noop_trimmed` (the no-op filter with its unused
 //! callback exports removed, as every meshguard module is: what trimming alone saves).
+//! `noop_bundle_callbacks` is the no-op with the bundle's callbacks (what entering the VM for
+//! them costs), and `calls_floor` adds the host calls the idle bundle makes per request,
+//! without any logic (`tests/fixtures/calls-floor`): `meshguard` minus `calls_floor` is
+//! meshguard's own guest work, `calls_floor` minus `noop_bundle_callbacks` what Envoy charges
+//! for the calls.
 //!
 //! `sandbox_router[_lean]_key` / `_no_key`: sandbox_router with a 1,000-entry table, wrk
 //! sending `baggage: sandbox=dev-500` (a table hit) or no key; `_lean` is the config of
@@ -93,6 +98,18 @@ fn configs() -> Result<Vec<Config>> {
         (
             "noop_trimmed".to_owned(),
             vec![Filter::fixture("noop_trimmed")?],
+            vec![],
+        ),
+        // The bundle's floor: the no-op trimmed to the bundle's callbacks, and the same plus
+        // the idle bundle's host calls without its logic (tests/fixtures/calls-floor).
+        (
+            "noop_bundle_callbacks".to_owned(),
+            vec![Filter::fixture("noop_bundle_callbacks")?],
+            vec![],
+        ),
+        (
+            "calls_floor".to_owned(),
+            vec![Filter::fixture("calls_floor")?],
             vec![],
         ),
         (
