@@ -122,16 +122,19 @@ setup() {
 build() {
     local pkgs=()
     for f in "${FILTERS[@]}"; do pkgs+=(-p "meshguard-${f//_/-}"); done
-    pkgs+=(-p meshguard-bundle -p noop-filter -p abi-probe -p proxy-probe -p calls-floor)
-    log "building filters ($WASM_TARGET, release)"
+    pkgs+=(-p noop-filter -p abi-probe -p proxy-probe -p calls-floor)
+    log "building filters ($WASM_TARGET, release; the bundle with profile bundle, for size)"
     cargo build --quiet --release --target "$WASM_TARGET" "${pkgs[@]}"
+    cargo build --quiet --profile bundle --target "$WASM_TARGET" -p meshguard-bundle
     mkdir -p "$DIST/fixtures"
     local out="target/$WASM_TARGET/release"
     cargo build --quiet --release -p meshguard-wasm-trim
     for f in "${FILTERS[@]}" "$BUNDLE"; do
+        local built="$out/$f.wasm"
+        [[ "$f" == "$BUNDLE" ]] && built="target/$WASM_TARGET/bundle/$f.wasm"
         # Envoy calls every callback a module exports (a VM entry each, e.g. per body chunk)
         # and skips the ones it does not: keep only what the filter implements.
-        target/release/meshguard-wasm-trim "$out/$f.wasm" "$DIST/$f.wasm" --keep "${CALLBACKS[$f]}" >/dev/null
+        target/release/meshguard-wasm-trim "$built" "$DIST/$f.wasm" --keep "${CALLBACKS[$f]}" >/dev/null
         printf '%-24s %8d bytes  sha256 %s\n' "dist/$f.wasm" "$(stat -c %s "$DIST/$f.wasm")" \
             "$(sha256sum "$DIST/$f.wasm" | cut -d' ' -f1)"
     done

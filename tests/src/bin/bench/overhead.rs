@@ -4,7 +4,9 @@
 //! Method (baselines.md §1): one Envoy per config, `--concurrency 1`, a route with
 //! `direct_response` (no upstream), HTTP/1.1 load from `wrk -t1 -c16` for a few seconds per
 //! round, rounds interleaved across configs (so drift in machine load hits every config alike),
-//! figure = Envoy process CPU (utime + stime) / requests served, median over rounds with min–max.
+//! figure = Envoy process CPU (utime + stime) / requests served, median over rounds with min–max;
+//! `ratio_vs_noop` divides medians, `paired_ratio` is the median over rounds of each round's
+//! ratio to its anchor (the steadier figure on a noisy machine).
 //! Envoy and wrk are pinned to different cores when `taskset` is available.
 //!
 //! `meshguard` / `meshguard_active`: the bundle with all four policies, idle (each policy's
@@ -241,32 +243,37 @@ pub fn run(opts: &Opts) -> Result<()> {
     }
     // Each row next to its anchor from the same run: the no-op Wasm filter with the same
     // request headers (`noop_wasm_key` for rows sending a routing key).
-    let median_of = |wanted: &str| {
-        envoys
-            .iter()
-            .position(|(n, _, _)| n == wanted)
-            .map(|i| bench::median_min_max(&samples[i]).0)
-    };
-    let first = bench::median_min_max(&samples[0]).0;
-    let noop = median_of("noop_wasm").unwrap_or(first);
-    let noop_key = median_of("noop_wasm_key").unwrap_or(noop);
+    let index_of = |wanted: &str| envoys.iter().position(|(n, _, _)| n == wanted);
+    let noop_i = index_of("noop_wasm").unwrap_or(0);
+    let noop_key_i = index_of("noop_wasm_key").unwrap_or(noop_i);
+    let noop = bench::median_min_max(&samples[noop_i]).0;
+    let noop_key = bench::median_min_max(&samples[noop_key_i]).0;
     let rows: Vec<Row> = envoys
         .iter()
         .enumerate()
         .map(|(i, (name, _, headers))| {
             let (med, min, max) = bench::median_min_max(&samples[i]);
             let (rps_med, _, _) = bench::median_min_max(&rps[i]);
-            let anchor = if headers.iter().any(|h| h.starts_with("baggage")) {
-                noop_key
+            let (anchor, anchor_i) = if headers.iter().any(|h| h.starts_with("baggage")) {
+                (noop_key, noop_key_i)
             } else {
-                noop
+                (noop, noop_i)
             };
+            // Paired: the ratio to the anchor within each round (measured seconds apart),
+            // then the median over rounds; machine load that drifts between rounds cancels.
+            let paired: Vec<f64> = samples[i]
+                .iter()
+                .zip(&samples[anchor_i])
+                .map(|(s, a)| s / a)
+                .collect();
+            let (paired, _, _) = bench::median_min_max(&paired);
             Row::new("overhead", name)
                 .field("cpu_us_per_req", format!("{med:.2}"))
                 .field("min", format!("{min:.2}"))
                 .field("max", format!("{max:.2}"))
                 .field("added_us_vs_noop", format!("{:.2}", med - anchor))
                 .field("ratio_vs_noop", format!("{:.3}", med / anchor))
+                .field("paired_ratio", format!("{paired:.3}"))
                 .field("rps", format!("{rps_med:.0}"))
                 .field("rounds", rounds)
         })
