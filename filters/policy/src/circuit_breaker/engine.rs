@@ -4,9 +4,10 @@
 //! Per request: the breaker as last read from shared data, re-read when that read is older than
 //! [`READ_CACHE_NS`] (so every worker sees a trip within 10 ms, and the worker that tripped it
 //! at once), and a write only when the breaker changes (a failure, the first success after
-//! failures, a probe, an in-flight count). A decision that writes always reads first. Failure-rate and slow-call-rate windows are counted
-//! locally and merged into shared data once per `evaluation_interval`, so a rate trip is seen
-//! within one interval. Everything here is pure over the [`Store`] port.
+//! failures, a probe, an in-flight count). A decision that writes always reads first.
+//! Failure-rate and slow-call-rate windows are counted locally and merged into shared data
+//! once per `evaluation_interval`, so a rate trip is seen within one interval. Everything here
+//! is pure over the [`Store`] port.
 
 use std::collections::BTreeMap;
 

@@ -10,8 +10,9 @@
 //! Envoy and wrk are pinned to different cores when `taskset` is available.
 //!
 //! `meshguard` / `meshguard_active`: the bundle with all four policies, idle (each policy's
-//! default config, as in the single rows) and active (a rate-limit rule every request matches,
-//! a routed sandbox key), next to `all_four[_active]` (four single filters configured alike),
+//! default config, as in the single rows; `meshguard_lean` with the sandbox router's lean
+//! config, as the shipped sidecar configs run it) and active (a rate-limit rule every request
+//! matches, a routed sandbox key), next to `all_four[_active]` (four single filters alike),
 //! `noop_wasm_x4` (four no-op filters) and `noop_trimmed` (the no-op filter with its unused
 //! callback exports removed, as every meshguard module is: what trimming alone saves).
 //! `noop_bundle_callbacks` is the no-op with the bundle's callbacks (what entering the VM for
@@ -154,6 +155,16 @@ fn configs() -> Result<Vec<Config>> {
     // and active (a rate-limit rule that matches, a routed key), each next to four single
     // filters configured alike.
     out.push(("meshguard".to_owned(), vec![bundle(false)?], vec![]));
+    // Idle with the sandbox router's lean config of envoy-configs/sandbox-outbound.yaml (the
+    // listener strips client routing headers): two host calls fewer per request.
+    out.push((
+        "meshguard_lean".to_owned(),
+        vec![Filter::meshguard("meshguard")?.config(
+            r#"{"rate_limit": {}, "load_shed": {}, "circuit_breaker": {},
+                "sandbox_router": {"strip_client_routing_headers": false, "clear_route_cache": false}}"#,
+        )],
+        vec![],
+    ));
     out.push((
         "all_four_active".to_owned(),
         vec![
