@@ -37,7 +37,7 @@ fn joined_eq(joined: &str, path: &[&str]) -> bool {
     rest.is_empty()
 }
 
-/// Distinct names remembered per VM (a bound, should a config name many headers).
+/// Distinct paths remembered per VM (a bound: `request.headers.<name>` paths come from config).
 pub(crate) const MAX_NAMES: usize = 64;
 
 #[derive(Debug, Default)]

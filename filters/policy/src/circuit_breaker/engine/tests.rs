@@ -228,19 +228,27 @@ fn keys_are_bounded_and_agreed_by_all_workers() {
     assert_eq!(a.key(&plain, "svc", Some(b"q"), &mut store), "svc");
 }
 
+/// A [`MemStore`] that counts the reads and writes made of it.
+#[derive(Default)]
+struct Counting {
+    store: MemStore,
+    gets: u32,
+    sets: u32,
+}
+
+impl Store for Counting {
+    fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.gets += 1;
+        self.store.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        self.sets += 1;
+        self.store.set(key, value, cas)
+    }
+}
+
 #[test]
 fn healthy_traffic_writes_nothing() {
-    #[derive(Default)]
-    struct Counting(MemStore, u32);
-    impl Store for Counting {
-        fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)> {
-            self.0.get(key)
-        }
-        fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-            self.1 += 1;
-            self.0.set(key, value, cas)
-        }
-    }
     let c = config("{}");
     let mut store = Counting::default();
     let mut e = Engine::new("cb", 1);
@@ -248,22 +256,11 @@ fn healthy_traffic_writes_nothing() {
         let d = e.admit(&c, "svc", 0, &mut store);
         e.record(&c, "svc", &d, &fin(&ok(), 1, 0), &mut store);
     }
-    assert_eq!(store.1, 0);
+    assert_eq!(store.sets, 0);
 }
 
 #[test]
 fn a_worker_rereads_a_quiet_breaker_at_most_every_read_cache_interval() {
-    #[derive(Default)]
-    struct Counting(MemStore, u32);
-    impl Store for Counting {
-        fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)> {
-            self.1 += 1;
-            self.0.get(key)
-        }
-        fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-            self.0.set(key, value, cas)
-        }
-    }
     let c = config(r#"{"trip": {"consecutive_failures": 2}, "open": {"jitter_percent": 0}}"#);
     let mut store = Counting::default();
     let mut a = Engine::new("cb", 1);
@@ -274,7 +271,7 @@ fn a_worker_rereads_a_quiet_breaker_at_most_every_read_cache_interval() {
         assert_eq!(d.admission, Admission::Allow);
         b.record(&c, "svc", &d, &fin(&ok(), 1, i * MS / 10), &mut store);
     }
-    assert_eq!(store.1, 1, "100 requests in 10 ms");
+    assert_eq!(store.gets, 1, "100 requests in 10 ms");
     // `a` trips the breaker at 5 ms and rejects its own next request at once.
     for _ in 0..2 {
         let d = a.admit(&c, "svc", 5 * MS, &mut store);
