@@ -370,11 +370,15 @@ impl HttpContext for Stream {
         let finished = Finished {
             observed: self.observed,
             duration_ns: now.saturating_sub(call.start_ns),
-            now_ns: if now == 0 {
+        };
+        // The clock only when the outcome writes the breaker (a failure, a probe, an in-flight
+        // count): a healthy call makes no clock read here unless slow calls are timed.
+        let now_ns = || {
+            if now == 0 {
                 clock::monotonic_nanos()
             } else {
                 now
-            },
+            }
         };
         let recorded = match self.shared.engine.try_borrow_mut() {
             Ok(mut e) => e.record(
@@ -382,6 +386,7 @@ impl HttpContext for Stream {
                 &call.key,
                 &call.decision,
                 &finished,
+                now_ns,
                 &mut SharedData,
             ),
             Err(_) => return,

@@ -190,6 +190,10 @@ fn host_calls_per_request_no_dumps_and_the_bundle_pays_less_than_the_sum() -> Re
             // (these 50 requests take no virtual time).
             let reads = calls.stream.get("proxy_get_shared_data").copied();
             assert!(reads.unwrap_or(0) <= 1, "{reads:?} shared-data reads");
+            // The clock once per healthy request (admission): recording a healthy outcome
+            // writes nothing, so `on_log` does not ask the time.
+            let clock = calls.stream.get("clock_time_get").copied();
+            assert_eq!(clock, Some(50), "clock reads for 50 requests");
         }
         sum += per;
     }

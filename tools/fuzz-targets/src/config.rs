@@ -164,8 +164,8 @@ pub fn config_circuit_breaker(data: &[u8]) {
             &Finished {
                 observed,
                 duration_ns: 5_000_000,
-                now_ns: now,
             },
+            || now,
             &mut store,
         );
         if i % 4 == 3 {

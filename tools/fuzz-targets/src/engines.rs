@@ -497,8 +497,8 @@ pub fn circuit_breaker_engine(data: &[u8]) {
                         &Finished {
                             observed,
                             duration_ns: u64::from(ms) * 1_000_000,
-                            now_ns: clock.now,
                         },
+                        || clock.now,
                         &mut store,
                     );
                     if let Some(Transition::Opened(_)) = r.transition {

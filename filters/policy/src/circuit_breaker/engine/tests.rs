@@ -25,11 +25,10 @@ fn fail() -> Observed {
     }
 }
 
-fn fin(observed: &Observed, duration_ns: u64, now_ns: u64) -> Finished {
+fn fin(observed: &Observed, duration_ns: u64) -> Finished {
     Finished {
         observed: *observed,
         duration_ns,
-        now_ns,
     }
 }
 
@@ -51,7 +50,7 @@ fn consecutive_failures_are_counted_per_envoy_and_every_worker_sees_the_trip() {
         let w = &mut workers[i % 2];
         let d = w.admit(&c, "svc", 0, &mut store);
         assert_eq!(d.admission, Admission::Allow, "call {i}");
-        let r = w.record(&c, "svc", &d, &fin(&fail(), 1, 10), &mut store);
+        let r = w.record(&c, "svc", &d, &fin(&fail(), 1), || 10, &mut store);
         transitions.extend(r.transition);
     }
     assert_eq!(
@@ -84,7 +83,7 @@ fn probes_are_bounded_across_workers_and_close_the_breaker() {
     let mut b = Engine::new("cb", 2);
     for _ in 0..5 {
         let d = a.admit(&c, "svc", 0, &mut store);
-        a.record(&c, "svc", &d, &fin(&fail(), 1, 0), &mut store);
+        a.record(&c, "svc", &d, &fin(&fail(), 1), || 0, &mut store);
     }
     // After the open period, each worker tries five requests: three probes in all.
     let mut probes = Vec::new();
@@ -112,7 +111,7 @@ fn probes_are_bounded_across_workers_and_close_the_breaker() {
     for (name, d) in &probes {
         let w = if *name == 'a' { &mut a } else { &mut b };
         last = w
-            .record(&c, "svc", d, &fin(&ok(), 1, 5 * S), &mut store)
+            .record(&c, "svc", d, &fin(&ok(), 1), || 5 * S, &mut store)
             .transition
             .or(last);
     }
@@ -133,14 +132,14 @@ fn a_slow_probe_fails_and_an_abandoned_probe_frees_its_slot() {
     let mut e = Engine::new("cb", 1);
     for _ in 0..5 {
         let d = e.admit(&c, "svc", 0, &mut store);
-        e.record(&c, "svc", &d, &fin(&fail(), 1, 0), &mut store);
+        e.record(&c, "svc", &d, &fin(&fail(), 1), || 0, &mut store);
     }
     let d = e.admit(&c, "svc", 5 * S, &mut store);
     assert_eq!(d.admission, Admission::Probe);
     e.abandon(&c, "svc", &d, 5 * S, &mut store);
     let d = e.admit(&c, "svc", 5 * S, &mut store);
     assert_eq!(d.admission, Admission::Probe, "slot freed");
-    let r = e.record(&c, "svc", &d, &fin(&ok(), 200 * MS, 5 * S), &mut store);
+    let r = e.record(&c, "svc", &d, &fin(&ok(), 200 * MS), || 5 * S, &mut store);
     assert_eq!(
         r.transition,
         Some(Transition::Opened(TripReason::ProbeFailed))
@@ -162,7 +161,7 @@ fn failure_rate_window_trips_from_merged_worker_counts() {
             let d = w.admit(&c, "svc", 0, &mut store);
             let o = if i % 2 == 0 { fail() } else { ok() };
             assert_eq!(
-                w.record(&c, "svc", &d, &fin(&o, 1, 0), &mut store)
+                w.record(&c, "svc", &d, &fin(&o, 1), || 0, &mut store)
                     .transition,
                 None
             );
@@ -198,7 +197,7 @@ fn slow_call_rate_trips() {
     let mut e = Engine::new("cb", 1);
     for _ in 0..10 {
         let d = e.admit(&c, "svc", 0, &mut store);
-        let r = e.record(&c, "svc", &d, &fin(&ok(), 2 * S, 0), &mut store);
+        let r = e.record(&c, "svc", &d, &fin(&ok(), 2 * S), || 0, &mut store);
         assert!(r.slow);
     }
     let t = e.tick(&c, 100 * MS, &mut store);
@@ -254,7 +253,7 @@ fn healthy_traffic_writes_nothing() {
     let mut e = Engine::new("cb", 1);
     for _ in 0..100 {
         let d = e.admit(&c, "svc", 0, &mut store);
-        e.record(&c, "svc", &d, &fin(&ok(), 1, 0), &mut store);
+        e.record(&c, "svc", &d, &fin(&ok(), 1), || 0, &mut store);
     }
     assert_eq!(store.sets, 0);
 }
@@ -269,13 +268,13 @@ fn a_worker_rereads_a_quiet_breaker_at_most_every_read_cache_interval() {
     for i in 0..100 {
         let d = b.admit(&c, "svc", i * MS / 10, &mut store);
         assert_eq!(d.admission, Admission::Allow);
-        b.record(&c, "svc", &d, &fin(&ok(), 1, i * MS / 10), &mut store);
+        b.record(&c, "svc", &d, &fin(&ok(), 1), || i * MS / 10, &mut store);
     }
     assert_eq!(store.gets, 1, "100 requests in 10 ms");
     // `a` trips the breaker at 5 ms and rejects its own next request at once.
     for _ in 0..2 {
         let d = a.admit(&c, "svc", 5 * MS, &mut store);
-        a.record(&c, "svc", &d, &fin(&fail(), 1, 5 * MS), &mut store);
+        a.record(&c, "svc", &d, &fin(&fail(), 1), || 5 * MS, &mut store);
     }
     assert!(matches!(
         a.admit(&c, "svc", 5 * MS, &mut store).admission,
@@ -296,7 +295,7 @@ fn a_worker_rereads_a_quiet_breaker_at_most_every_read_cache_interval() {
     // A failure `b` records is written from a fresh read, and `b` decides on what it wrote.
     let mut c2 = Engine::new("cb", 3);
     let d = c2.admit(&c, "other", 0, &mut store);
-    c2.record(&c, "other", &d, &fin(&fail(), 1, 0), &mut store);
+    c2.record(&c, "other", &d, &fin(&fail(), 1), || 0, &mut store);
     let d = c2.admit(&c, "other", 0, &mut store);
     assert_eq!(
         d.seen.consecutive, 1,
@@ -334,7 +333,7 @@ fn random_interleavings_keep_the_invariants() {
                 let i = usize::try_from(next() % open.len() as u64).unwrap();
                 let (w, d) = open.swap_remove(i);
                 let o = if next() % 2 == 0 { fail() } else { ok() };
-                let r = workers[w].record(&c, "svc", &d, &fin(&o, 1, now), &mut store);
+                let r = workers[w].record(&c, "svc", &d, &fin(&o, 1), || now, &mut store);
                 match r.transition {
                     Some(Transition::Opened(TripReason::ConsecutiveFailures)) => {
                         assert_eq!(r.outcome, Some(Outcome::Failure));
