@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{admin, paths};
+use crate::{admin, children, paths};
 
 /// How long Envoy may take to load its config, compile Wasm in V8 and bind listeners.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -392,6 +392,7 @@ impl Envoy {
             .stderr(log)
             .spawn()
             .context("spawning envoy")?;
+        children::register(child.id());
         let mut envoy = Self {
             child,
             dir,
@@ -551,6 +552,7 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        children::forget(self.child.id());
         if std::thread::panicking() {
             eprintln!(
                 "--- envoy log (tail, {}) ---\n{}",

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod children;
 pub mod envoy;
 pub mod h1;
 pub mod h2;

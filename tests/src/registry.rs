@@ -63,6 +63,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("spawning docker-registry")?;
+        crate::children::register(child.id());
         let mut registry = Self {
             child,
             dir,
@@ -124,6 +125,7 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        crate::children::forget(self.child.id());
         if std::thread::panicking() {
             let log = self.log();
             let start = log.len().saturating_sub(8000);

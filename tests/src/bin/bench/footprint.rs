@@ -6,6 +6,14 @@
 //! start — time from spawning Envoy to the first request served. Rounds alternate configs;
 //! figures are medians. Module sizes come from `dist/`.
 //!
+//! What the RSS is made of, from Envoy's admin `/memory` (its allocator, tcmalloc) in the same
+//! Envoy: `live` is what the process has allocated and not freed (V8's module metadata,
+//! Envoy's copies of the module, meshguard's state is not here: a VM's linear memory is mapped
+//! by V8 itself); `kept` is memory tcmalloc holds freed in its caches and free lists (after
+//! loading a module, mostly the compiler's working memory, parked in the caches of V8's
+//! compile threads); `other` is the rest of the RSS (V8's own mappings: compiled code, the
+//! VMs' linear memories and JS heaps; Envoy's binary and stacks).
+//!
 //! Goal (issue 9): the bundle's RSS at `--concurrency 8` ≤ the no-op module's + 10 MiB.
 
 use std::io::{Read, Write};
@@ -14,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use meshguard_tests::bench::{self, Row};
-use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, paths};
+use meshguard_tests::{Envoy, EnvoyConfig, Filter, Listener, admin, paths};
 
 use crate::Opts;
 use crate::overhead::{self, FILTERS};
@@ -42,6 +50,26 @@ fn get_ok(addr: SocketAddr) -> Result<bool> {
     Ok(buf.starts_with(b"HTTP/1.1 200"))
 }
 
+/// Envoy's heap, from admin `/memory`: (allocated and not freed, held free by tcmalloc), in
+/// bytes. tcmalloc's `total_physical_bytes` counts both plus its metadata.
+fn heap(envoy: &Envoy) -> Result<(u64, u64)> {
+    let (code, body) = admin::get(envoy.admin(), "/memory")?;
+    if code != 200 {
+        bail!("admin /memory answered {code}: {body}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("admin /memory JSON")?;
+    // Envoy prints the counters as JSON strings.
+    let field = |name: &str| -> Result<u64> {
+        v.get(name)
+            .and_then(serde_json::Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("admin /memory has no {name}: {body}"))
+    };
+    let live = field("allocated")?;
+    let physical = field("total_physical_bytes")?;
+    Ok((live, physical.saturating_sub(live)))
+}
+
 /// Starts Envoy with `filters`, returns it with the time to the first request served.
 fn cold_start(filters: &[Filter], concurrency: u32) -> Result<(Envoy, Duration)> {
     let mut l = Listener::new("bench").direct_response(200, "ok");
@@ -66,6 +94,9 @@ pub fn run(opts: &Opts) -> Result<()> {
     for concurrency in [2u32, 8] {
         let mut rss: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
         let mut cold: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+        let mut heap_live: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+        let mut heap_kept: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+        let mut other: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
         for round in 0..rounds {
             for k in 0..configs.len() {
                 let i = (k + round) % configs.len();
@@ -81,8 +112,14 @@ pub fn run(opts: &Opts) -> Result<()> {
                     Duration::from_secs(warm_secs),
                     Some(1),
                 )?;
+                let rss_bytes = envoy.rss_bytes()?;
+                let (live, kept) = heap(&envoy)?;
                 #[allow(clippy::cast_precision_loss)]
-                rss[i].push(envoy.rss_bytes()? as f64 / (1024.0 * 1024.0));
+                let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+                rss[i].push(mib(rss_bytes));
+                heap_live[i].push(mib(live));
+                heap_kept[i].push(mib(kept));
+                other[i].push(mib(rss_bytes.saturating_sub(live.saturating_add(kept))));
                 cold[i].push(took.as_secs_f64() * 1e3);
             }
             eprintln!(
@@ -90,10 +127,11 @@ pub fn run(opts: &Opts) -> Result<()> {
                 round + 1
             );
         }
-        let noop = configs
-            .iter()
-            .position(|(n, _)| n == "noop_wasm")
-            .map_or(0.0, |i| bench::median_min_max(&rss[i]).0);
+        let noop_at = configs.iter().position(|(n, _)| n == "noop_wasm");
+        let noop_of = |v: &[Vec<f64>]| noop_at.map_or(0.0, |i| bench::median_min_max(&v[i]).0);
+        let noop = noop_of(&rss);
+        let (noop_live, noop_kept, noop_other) =
+            (noop_of(&heap_live), noop_of(&heap_kept), noop_of(&other));
         for (i, (name, _)) in configs.iter().enumerate() {
             let (r, rmin, rmax) = bench::median_min_max(&rss[i]);
             let (c, cmin, cmax) = bench::median_min_max(&cold[i]);
@@ -104,6 +142,20 @@ pub fn run(opts: &Opts) -> Result<()> {
                     .field("rss_min", format!("{rmin:.1}"))
                     .field("rss_max", format!("{rmax:.1}"))
                     .field("rss_vs_noop_mib", format!("{:+.1}", r - noop))
+                    // Each part's median minus the no-op's: the parts of rss_vs_noop_mib (the
+                    // medians of parts need not add up to the median of the whole exactly).
+                    .field(
+                        "live_vs_noop",
+                        format!("{:+.1}", bench::median_min_max(&heap_live[i]).0 - noop_live),
+                    )
+                    .field(
+                        "kept_vs_noop",
+                        format!("{:+.1}", bench::median_min_max(&heap_kept[i]).0 - noop_kept),
+                    )
+                    .field(
+                        "other_vs_noop",
+                        format!("{:+.1}", bench::median_min_max(&other[i]).0 - noop_other),
+                    )
                     .field("cold_start_ms", format!("{c:.0}"))
                     .field("cold_min", format!("{cmin:.0}"))
                     .field("cold_max", format!("{cmax:.0}"))

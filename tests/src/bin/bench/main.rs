@@ -56,6 +56,8 @@ fn main() -> Result<()> {
             args.drain(i..=i + 1);
         }
     }
+    // A benchmark stopped with Ctrl-C or `kill` takes its Envoys and upstreams with it.
+    meshguard_tests::children::kill_on_signal()?;
     let opts = Opts { args };
     match name.as_str() {
         "overhead" => overhead::run(&opts),

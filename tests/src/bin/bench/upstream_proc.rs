@@ -20,6 +20,7 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        meshguard_tests::children::forget(self.child.id());
     }
 }
 
@@ -31,6 +32,7 @@ pub fn start_upstream(config: &str) -> Result<Upstream> {
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
+    meshguard_tests::children::register(child.id());
     let stdout = child.stdout.take().context("stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
