@@ -196,7 +196,15 @@ impl RootContext for Root {
             rate_limit: self.rate_limit.as_ref().and_then(|s| s.root.stream()),
             load_shed: self.load_shed.as_ref().and_then(|s| s.root.stream()),
             sandbox_router: self.sandbox_router.as_ref().and_then(|s| s.root.stream()),
-            circuit_breaker: self.circuit_breaker.as_ref().and_then(|s| s.root.stream()),
+            circuit_breaker: self.circuit_breaker.as_ref().and_then(|s| {
+                let mut stream = s.root.stream()?;
+                // With the load shedder in the pass, its timed requests and the shared tick
+                // keep the worker's last clock read fresh: the breaker admits on it.
+                if self.load_shed.is_some() {
+                    stream.admit_on_recent_clock();
+                }
+                Some(stream)
+            }),
         }))
     }
 }

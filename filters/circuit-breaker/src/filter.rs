@@ -146,6 +146,7 @@ impl Root {
             call: None,
             observed: Observed::default(),
             rerouted_to: None,
+            recent_clock: false,
         })
     }
 }
@@ -207,6 +208,8 @@ pub struct Stream {
     /// The cluster this request goes to when an earlier policy rerouted it (see
     /// [`Stream::goes_to`]).
     rerouted_to: Option<String>,
+    /// Admission decides on the worker's last clock read (see [`Stream::admit_on_recent_clock`]).
+    recent_clock: bool,
 }
 
 /// Envoy's `DC` response flag (`StreamInfo::ResponseFlag`, stable since 1.x): the stream was
@@ -228,6 +231,15 @@ impl Stream {
     /// until the router runs, and a sandbox's failures must not open the baseline's breaker.
     pub fn goes_to(&mut self, cluster: Option<&str>) {
         self.rerouted_to = cluster.map(str::to_owned);
+    }
+
+    /// Admits on the time this worker last read (`clock::recent_nanos`, no host call) instead
+    /// of reading the clock: for the `meshguard` bundle, where the load shedder's timed
+    /// requests and the tick read it often. The breaker's decisions then run behind real time
+    /// by the age of that read: a remembered breaker is trusted up to `READ_CACHE_NS` of
+    /// that time, and an open breaker half-opens that much later.
+    pub fn admit_on_recent_clock(&mut self) {
+        self.recent_clock = true;
     }
 }
 
@@ -266,7 +278,11 @@ impl HttpContext for Stream {
         };
         let config = &self.shared.config;
         let value = config.key_header.as_deref().and_then(http::request_header);
-        let now = clock::monotonic_nanos();
+        let now = if self.recent_clock {
+            clock::recent_nanos()
+        } else {
+            clock::monotonic_nanos()
+        };
         let Ok(mut engine) = self.shared.engine.try_borrow_mut() else {
             return Action::Continue;
         };
@@ -317,10 +333,11 @@ impl HttpContext for Stream {
         self.call = Some(Call {
             key,
             decision,
-            start_ns: if config.slow_call_ns.is_some() {
-                now
-            } else {
-                0
+            // Slow-call timing needs the real time, not a recent one.
+            start_ns: match (config.slow_call_ns, self.recent_clock) {
+                (None, _) => 0,
+                (Some(_), false) => now,
+                (Some(_), true) => clock::monotonic_nanos(),
             },
         });
         Action::Continue

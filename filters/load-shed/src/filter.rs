@@ -148,8 +148,23 @@ impl RootContext for Root {
 #[derive(Clone, Copy, Debug)]
 struct Admitted {
     class: Criticality,
-    start_ns: u64,
     low_load: bool,
+    /// When it was admitted and its sample's weight, if it is timed (`Worker::timing`).
+    timed: Option<(u64, u32)>,
+}
+
+impl Admitted {
+    /// Counts `class` in flight and decides whether to time it (reading the clock only then).
+    fn new(worker: &mut Worker, class: Criticality, low_load: bool) -> Self {
+        let timed = worker
+            .timing(low_load)
+            .map(|weight| (clock::monotonic_nanos(), weight));
+        Self {
+            class,
+            low_load,
+            timed,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -211,14 +226,9 @@ impl HttpContext for Stream {
         let Ok(mut worker) = self.shared.worker.try_borrow_mut() else {
             return Action::Continue;
         };
-        let start_ns = clock::monotonic_nanos();
         match worker.admit(class) {
             Admit::Yes { low_load } => {
-                self.admitted = Some(Admitted {
-                    class,
-                    start_ns,
-                    low_load,
-                });
+                self.admitted = Some(Admitted::new(&mut worker, class, low_load));
                 Action::Continue
             }
             Admit::No { threshold } => {
@@ -241,11 +251,7 @@ impl HttpContext for Stream {
                 );
                 if !enforce {
                     worker.admit_anyway(class);
-                    self.admitted = Some(Admitted {
-                        class,
-                        start_ns,
-                        low_load: false,
-                    });
+                    self.admitted = Some(Admitted::new(&mut worker, class, false));
                     return Action::Continue;
                 }
                 drop(worker);
@@ -260,10 +266,15 @@ impl HttpContext for Stream {
 
     #[inline(never)] // small functions keep V8's compile memory down: docs/bundle.md "Memory"
     fn on_log(&mut self) {
-        if let Some(a) = self.admitted.take() {
-            let latency_us = clock::monotonic_nanos().saturating_sub(a.start_ns) / 1000;
-            if let Ok(mut worker) = self.shared.worker.try_borrow_mut() {
-                worker.complete(a.class, latency_us, a.low_load);
+        if let Some(a) = self.admitted.take()
+            && let Ok(mut worker) = self.shared.worker.try_borrow_mut()
+        {
+            match a.timed {
+                Some((start_ns, weight)) => {
+                    let latency_us = clock::monotonic_nanos().saturating_sub(start_ns) / 1000;
+                    worker.complete_timed(a.class, latency_us, a.low_load, weight);
+                }
+                None => worker.cancel(a.class),
             }
         }
     }

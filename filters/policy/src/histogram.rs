@@ -83,9 +83,14 @@ impl Histogram {
 
     /// Records one value.
     pub fn record(&mut self, value: u64) {
+        self.record_n(value, 1);
+    }
+
+    /// Records `value` as `n` values (a sample standing for `n` requests).
+    pub fn record_n(&mut self, value: u64, n: u32) {
         if let Some(c) = self.counts.get_mut(index(value)) {
-            *c = c.saturating_add(1);
-            self.total = self.total.saturating_add(1);
+            *c = c.saturating_add(n);
+            self.total = self.total.saturating_add(u64::from(n));
         }
     }
 

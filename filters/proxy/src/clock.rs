@@ -30,12 +30,12 @@ mod wasi {
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)] // one WASI import, its only out-parameter is a local
 pub fn monotonic_nanos() -> u64 {
-    crate::memo::clock(|| {
+    remember(crate::memo::clock(|| {
         let mut t = 0u64;
         // SAFETY: `t` is a live local the host writes 8 bytes to.
         let errno = unsafe { wasi::clock_time_get(wasi::MONOTONIC, 1, &mut t) };
         if errno == 0 { t } else { 0 }
-    })
+    }))
 }
 
 /// Native stand-in (tests): nanoseconds since the first call in this process.
@@ -45,11 +45,33 @@ pub fn monotonic_nanos() -> u64 {
     use std::sync::OnceLock;
     use std::time::Instant;
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    crate::memo::clock(|| {
+    remember(crate::memo::clock(|| {
         let now = Instant::now();
         let epoch = *EPOCH.get_or_init(|| now);
         u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
-    })
+    }))
+}
+
+thread_local! {
+    /// The last monotonic time this worker read (see [`recent_nanos`]).
+    static LAST: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+fn remember(t: u64) -> u64 {
+    LAST.with(|l| l.set(t));
+    t
+}
+
+/// The monotonic time this worker last read (by any policy, a tick or a timed request), with
+/// no host call; the clock itself only before the first read. Never ahead of the real time,
+/// behind it by the time since that read: for decisions that tolerate that, where something
+/// else reads the clock often (the `meshguard` bundle's breaker admission, refreshed by the
+/// load shedder's timed requests and the tick).
+pub fn recent_nanos() -> u64 {
+    match LAST.with(core::cell::Cell::get) {
+        0 => monotonic_nanos(),
+        t => t,
+    }
 }
 
 /// Monotonic time as a [`Duration`] (see [`monotonic_nanos`]).

@@ -566,7 +566,7 @@ impl HttpContext for Stream {
                 config,
                 profile,
                 &req,
-                clock::monotonic_nanos(),
+                clock::monotonic_nanos,
                 &mut SharedData,
             ),
             Err(_) => return Action::Continue,

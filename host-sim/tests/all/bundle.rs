@@ -303,3 +303,48 @@ fn the_calls_floor_anchor_makes_the_idle_bundles_host_calls() -> Result {
     );
     Ok(())
 }
+
+/// A busy worker of the idle bundle times one request in N (the load shedder's latency
+/// sampling), and the breaker admits on the worker's last clock read: an untimed request makes
+/// no clock read at all. `calls_floor` (above) is the bundle's cost when every request is
+/// timed, as at low traffic.
+#[test]
+fn a_busy_bundle_reads_the_clock_only_for_the_requests_it_times() -> Result {
+    let idle =
+        r#"{"rate_limit": {}, "load_shed": {}, "sandbox_router": {}, "circuit_breaker": {}}"#;
+    let mut e = envoy("meshguard", idle)?;
+    // One update interval (100 ms) with 2,000 requests on the two workers: each wants
+    // 4 x min_samples (50) = 200 timed requests per interval, so it times one in 5.
+    for _ in 0..2000 {
+        send(&mut e, &[], "200")?;
+    }
+    e.advance(Duration::from_millis(100));
+    e.reset_host_calls();
+    let n = 500;
+    for _ in 0..n {
+        let r = send(&mut e, &[], "200")?;
+        assert_eq!(status(&r), Some("200"));
+    }
+    let calls = e.host_calls();
+    let clock = calls.stream.get("clock_time_get").copied().unwrap_or(0);
+    println!(
+        "busy idle bundle: {:.2} host calls/request ({})",
+        calls.stream_total() as f64 / n as f64,
+        calls.stream_summary()
+    );
+    // Two reads (admission, completion) per timed request: one in 5, not every one.
+    assert!(
+        clock > 0 && clock <= 2 * n / 5 + 4,
+        "{clock} clock reads for {n} requests"
+    );
+    // The rest is what every request needs: 3 request-header misses, the route's cluster,
+    // `:status` and `grpc-status`.
+    let per_request: u64 = calls
+        .stream
+        .iter()
+        .filter(|(k, _)| !matches!(**k, "clock_time_get" | "proxy_get_shared_data"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(per_request, 6 * n, "{calls:?}");
+    Ok(())
+}

@@ -203,7 +203,7 @@ pub fn config_rate_limit(data: &[u8]) {
             source_address: Some(b"10.0.0.2:4711"),
         };
         for profile in core::iter::once(None).chain((0..c.profiles.len()).map(Some)) {
-            let _ = e.decide_in(&c, profile, &r, now, &mut store);
+            let _ = e.decide_in(&c, profile, &r, || now, &mut store);
         }
         now = now.saturating_add(1_000_000);
         e.tick(&c, now, &mut store);

@@ -54,6 +54,8 @@ struct Request {
     class: Criticality,
     admitted_ms: u64,
     low_load: bool,
+    /// Its latency sample's weight, when timed (as the filter does: `Worker::timing`).
+    timed: Option<u32>,
     service_ms: f64,
 }
 
@@ -69,13 +71,16 @@ pub struct Outcome {
     pub max_excess: f64,
     pub limit_end: f64,
     pub latency_ms: Vec<f64>,
+    /// Completed requests, and those of them that were timed.
+    pub completed: u64,
+    pub timed: u64,
 }
 
 impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "sent {:?} ok {:?} rejected {:?} over-admitted {} (max excess {}) limit_end {:.1} p50 {} p99 {}",
+            "sent {:?} ok {:?} rejected {:?} over-admitted {} (max excess {}) limit_end {:.1} p50 {} p99 {} timed {} of {}",
             self.sent,
             self.ok,
             self.rejected,
@@ -83,7 +88,9 @@ impl std::fmt::Debug for Outcome {
             self.max_excess,
             self.limit_end,
             self.p(0.5),
-            self.p(0.99)
+            self.p(0.99),
+            self.timed,
+            self.completed
         )
     }
 }
@@ -124,7 +131,17 @@ pub fn run(config_json: &str, phases: &[(u64, [f64; 4], usize)], seed: u64) -> O
             serving.retain(|(finish, r)| {
                 if *finish <= t as f64 {
                     let latency = t - r.admitted_ms;
-                    workers[r.worker].complete(r.class, latency * 1000, r.low_load);
+                    out.completed += 1;
+                    out.timed += u64::from(r.timed.is_some());
+                    match r.timed {
+                        Some(weight) => workers[r.worker].complete_timed(
+                            r.class,
+                            latency * 1000,
+                            r.low_load,
+                            weight,
+                        ),
+                        None => workers[r.worker].cancel(r.class),
+                    }
                     out.ok[r.class.index()] += 1;
                     out.latency_ms.push(latency as f64);
                     false
@@ -162,11 +179,13 @@ pub fn run(config_json: &str, phases: &[(u64, [f64; 4], usize)], seed: u64) -> O
                                 );
                             }
                             let service_ms = 20.0 * (0.25 * rng.normal()).exp();
+                            let timed = workers[w].timing(low_load);
                             queue.push_back(Request {
                                 worker: w,
                                 class,
                                 admitted_ms: t,
                                 low_load,
+                                timed,
                                 service_ms,
                             });
                         }
@@ -284,4 +303,26 @@ fn critical_survives_a_sheddable_flood() {
     let crit = Criticality::Critical.index();
     let success = 1.0 - o.rejected[crit] as f64 / o.sent[crit] as f64;
     assert!(success >= 0.999, "critical success {success}: {o:?}");
+}
+
+#[test]
+fn overload_with_sampled_latency_keeps_goodput_and_latency() {
+    // With min_samples 2 each worker wants 8 timed requests per 100 ms interval and admits
+    // about 47: it times about one request in 5 (`Worker::timing`), and the limit must still
+    // hold goodput and latency as when every request is timed.
+    let config = r#"{"gradient": {"min_samples": 2}}"#;
+    for load in [2.0, 3.0] {
+        let o = run(config, &[(20, critical(load), 20)], 7);
+        assert!(o.timed * 4 < o.completed, "sampling did not engage: {o:?}");
+        let goodput = o.goodput(20.0);
+        assert!(
+            goodput >= 0.95 * CAP,
+            "load {load}: goodput {goodput}: {o:?}"
+        );
+        assert!(
+            o.p(0.99) <= 1.5 * 36.0,
+            "load {load}: p99 {} ms: {o:?}",
+            o.p(0.99)
+        );
+    }
 }

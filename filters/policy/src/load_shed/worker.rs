@@ -23,6 +23,10 @@ pub const MIN_BASELINE_SAMPLES: u64 = 5;
 pub const HISTORY_INTERVALS: usize = 10;
 /// Reports older than this many intervals are ignored (their worker is gone or idle).
 pub const REPORT_TTL_INTERVALS: u64 = 3;
+/// Latency samples a worker aims for per update interval, in multiples of `min_samples`: when
+/// its last interval admitted more requests than that, it times one request in N (see
+/// [`Worker::timing`]).
+pub const TIMED_PER_MIN_SAMPLES: u64 = 4;
 
 /// Counters since the last tick, flushed to metrics by the filter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +69,50 @@ pub struct Worker {
     /// The leader's memory per worker: smoothed arrivals and when it last saw any (ns).
     demand: Vec<(u32, f64, u64)>,
     history: VecDeque<(Histogram, Histogram)>,
+    /// Which requests are timed: those admitted above low load, and those at low load.
+    sampling: [Sampler; 2],
+}
+
+/// Times one request in `stride` of a kind (see [`Worker::timing`]).
+#[derive(Clone, Copy, Debug)]
+struct Sampler {
+    /// 1: every request.
+    stride: u32,
+    /// Requests since the last one timed.
+    untimed: u32,
+    /// Requests this interval.
+    seen: u64,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            untimed: 0,
+            seen: 0,
+        }
+    }
+}
+
+impl Sampler {
+    fn next(&mut self) -> Option<u32> {
+        self.seen = self.seen.saturating_add(1);
+        self.untimed = self.untimed.saturating_add(1);
+        if self.untimed < self.stride {
+            return None;
+        }
+        self.untimed = 0;
+        Some(self.stride)
+    }
+
+    /// Sets the stride for the next interval from this one's requests: about `wanted` timed.
+    fn roll(&mut self, wanted: u64) {
+        self.stride = u32::try_from(self.seen.checked_div(wanted).unwrap_or(0))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        self.untimed = self.untimed.min(self.stride.saturating_sub(1));
+        self.seen = 0;
+    }
 }
 
 #[derive(Debug)]
@@ -102,6 +150,7 @@ impl Worker {
             last_seq: Vec::new(),
             demand: Vec::new(),
             history: VecDeque::new(),
+            sampling: [Sampler::default(); 2],
         }
     }
 
@@ -144,16 +193,45 @@ impl Worker {
         self.admission.force_admit(class);
     }
 
-    /// A request admitted with `low_load` completed after `latency_us`.
+    /// Whether to time a request admitted with `low_load` (call once per admitted request),
+    /// and if so the weight of its latency sample: how many requests it stands for.
+    ///
+    /// Timing a request costs the filter two clock reads, host calls that Envoy charges about
+    /// a microsecond each. A decision needs `min_samples` latencies, not every request's: when
+    /// this worker's last interval admitted more than [`TIMED_PER_MIN_SAMPLES`] × `min_samples`
+    /// requests of a kind, one request in N of that kind is timed (N keeps about that many
+    /// samples per interval) and its sample counts N times, so percentiles and throughput stay
+    /// unbiased. Requests at low load (the baseline's) and above it are sampled separately:
+    /// under overload the few at low load are all timed.
+    pub fn timing(&mut self, low_load: bool) -> Option<u32> {
+        self.sampling
+            .get_mut(usize::from(low_load))
+            .and_then(Sampler::next)
+    }
+
+    /// A request admitted with `low_load` completed after `latency_us` (a sample of weight 1).
     pub fn complete(&mut self, class: Criticality, latency_us: u64, low_load: bool) {
+        self.complete_timed(class, latency_us, low_load, 1);
+    }
+
+    /// A request admitted with `low_load` and timed with `weight` (see [`Worker::timing`])
+    /// completed after `latency_us`.
+    pub fn complete_timed(
+        &mut self,
+        class: Criticality,
+        latency_us: u64,
+        low_load: bool,
+        weight: u32,
+    ) {
         self.admission.release(class);
-        self.report.latency.record(latency_us);
+        self.report.latency.record_n(latency_us, weight);
         if low_load {
-            self.report.low_load.record(latency_us);
+            self.report.low_load.record_n(latency_us, weight);
         }
     }
 
-    /// A request admitted earlier ended without a usable latency (cancelled, reset).
+    /// A request admitted earlier ended without a latency sample: cancelled or reset, or
+    /// completed but not timed (see [`Worker::timing`]).
     pub fn cancel(&mut self, class: Criticality) {
         self.admission.release(class);
     }
@@ -199,6 +277,14 @@ impl Worker {
         self.report.peak = self.admission.peak().max(self.admission.inflight());
         self.report.inflight = self.admission.inflight();
         self.report.lease = self.lease();
+        // The next interval times about TIMED_PER_MIN_SAMPLES x min_samples of each kind.
+        let wanted = self
+            .params
+            .min_samples
+            .saturating_mul(TIMED_PER_MIN_SAMPLES);
+        for s in &mut self.sampling {
+            s.roll(wanted);
+        }
         let key = format!("{}{}", self.keys.report_prefix, self.id);
         let _ = store.set(&key, &self.report.encode(), 0);
         let seq = self.report.seq;
@@ -522,5 +608,55 @@ mod tests {
                 assert_eq!(l.len(), d.len(), "{l:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_busy_worker_times_one_request_in_n_and_weighs_its_sample_n_times() {
+        use crate::load_shed::config::RawConfig;
+        use crate::load_shed::shared::Report;
+        use crate::store::{MemStore, Store};
+        let cfg = Config::try_from(RawConfig::default()).unwrap();
+        let mut store = MemStore::default();
+        let mut w = Worker::new(&cfg, "ls", &mut store);
+        let class = Criticality::Critical;
+        // Until the first interval is known, every request is timed with weight 1.
+        assert_eq!(w.timing(false), Some(1));
+        assert_eq!(w.timing(true), Some(1));
+        // An interval of 2,000 requests above low load (min_samples 50: 200 wanted) and 30 at
+        // low load: one in 10 above low load from now on, every one at low load.
+        for _ in 0..2000 {
+            let _ = w.timing(false);
+        }
+        for _ in 0..30 {
+            let _ = w.timing(true);
+        }
+        let _ = w.tick(100_000_000, &mut store);
+        let timed: Vec<Option<u32>> = (0..30).map(|_| w.timing(false)).collect();
+        assert_eq!(timed.iter().flatten().count(), 3, "{timed:?}");
+        assert!(timed.iter().flatten().all(|&n| n == 10), "{timed:?}");
+        assert_eq!(timed.get(9), Some(&Some(10)));
+        assert_eq!(w.timing(true), Some(1));
+        // 1,000 requests, each sample weighing the requests it stands for: the report counts
+        // about 1,000 latencies (the leader's throughput and percentiles see every request).
+        let mut weights = 0;
+        for _ in 0..1000 {
+            let _ = w.admit(class);
+            match w.timing(false) {
+                Some(n) => {
+                    w.complete_timed(class, 5_000, false, n);
+                    weights += u64::from(n);
+                }
+                None => w.cancel(class),
+            }
+        }
+        assert!((990..=1000).contains(&weights), "{weights}");
+        let _ = w.tick(200_000_000, &mut store);
+        let (bytes, _) = store.get(&format!("ls/r/{}", w.id())).unwrap();
+        assert_eq!(Report::decode(&bytes).unwrap().latency.count(), weights);
+        // That interval had 1,030 requests above low load: one in 5 next.
+        assert_eq!((0..10).filter(|_| w.timing(false).is_some()).count(), 2);
+        // A quiet interval: every request timed again.
+        let _ = w.tick(300_000_000, &mut store);
+        assert_eq!(w.timing(false), Some(1));
     }
 }

@@ -108,7 +108,7 @@ impl Engine {
         now_ns: u64,
         store: &mut impl Store,
     ) -> Verdict {
-        self.decide_in(config, None, req, now_ns, store)
+        self.decide_in(config, None, req, || now_ns, store)
     }
 
     fn default_key(&self, profile: Option<usize>, config: &Config) -> String {
@@ -118,15 +118,19 @@ impl Engine {
         }
     }
 
-    /// Like [`Engine::decide`], with the rules and default bucket of `profile`.
+    /// Like [`Engine::decide`], with the rules and default bucket of `profile`. `clock` (the
+    /// monotonic time in ns) is asked at most once, and only when a bucket is taken from: a
+    /// request no rule matches costs the filter no clock read.
     pub fn decide_in(
         &mut self,
         config: &Config,
         profile: Option<usize>,
         req: &Request<'_>,
-        now_ns: u64,
+        clock: impl Fn() -> u64,
         store: &mut impl Store,
     ) -> Verdict {
+        let mut now = None;
+        let mut now_ns = || *now.get_or_insert_with(&clock);
         let default = config.default_of(profile);
         for (i, rule) in config
             .rules
@@ -143,11 +147,11 @@ impl Engine {
                 },
                 Some(spec) if rule.per_value => {
                     let hash = hash_values(&entries);
-                    self.take_dynamic(i, hash, spec, rule.max_dynamic_buckets, now_ns, store)
+                    self.take_dynamic(i, hash, spec, rule.max_dynamic_buckets, now_ns(), store)
                 }
                 Some(spec) => {
                     let key = format!("{}/s/{}", self.prefix, rule.name);
-                    self.take_leased(&key, spec, now_ns, store)
+                    self.take_leased(&key, spec, now_ns(), store)
                 }
             };
             if let (Taken::Yes { .. }, Some(spec), true) =
@@ -159,7 +163,7 @@ impl Engine {
                 if let Taken::No {
                     retry_after_ns,
                     contended,
-                } = self.take_leased(&key, spec, now_ns, store)
+                } = self.take_leased(&key, spec, now_ns(), store)
                 {
                     return Verdict::Limited {
                         source: Source::Default(profile),
@@ -174,7 +178,7 @@ impl Engine {
         match &default {
             Some(spec) => {
                 let key = self.default_key(profile, config);
-                let taken = self.take_leased(&key, spec, now_ns, store);
+                let taken = self.take_leased(&key, spec, now_ns(), store);
                 verdict(Source::Default(profile), Vec::new(), taken)
             }
             None => Verdict::Unlimited,

@@ -365,14 +365,14 @@ fn profiles_use_their_own_rules_and_buckets() {
     let n = (0..10)
         .filter(|_| {
             matches!(
-                e.decide_in(&c, p, &req, 0, &mut store),
+                e.decide_in(&c, p, &req, || 0, &mut store),
                 Verdict::Allowed { .. }
             )
         })
         .count();
     assert_eq!(n, 2);
     assert!(matches!(
-        e.decide_in(&c, p, &req, 0, &mut store),
+        e.decide_in(&c, p, &req, || 0, &mut store),
         Verdict::Limited {
             source: Source::Default(Some(0)),
             ..
@@ -386,4 +386,39 @@ fn profiles_use_their_own_rules_and_buckets() {
             ..
         }
     ));
+}
+
+#[test]
+fn a_request_no_rule_matches_does_not_ask_the_time() {
+    let c = config(
+        r#"{"descriptors": [{"name": "per_user", "entries": [{"header": {"name": "x-user"}}],
+        "token_bucket": {"max_tokens": 3, "fill_interval": "10s"}}]}"#,
+    );
+    let mut store = MemStore::default();
+    let mut e = Engine::new("rl");
+    let asked = std::cell::Cell::new(0);
+    let clock = || {
+        asked.set(asked.get() + 1);
+        0
+    };
+    let none: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let no_user = Request {
+        headers: &none,
+        source_address: None,
+    };
+    assert!(matches!(
+        e.decide_in(&c, None, &no_user, clock, &mut store),
+        Verdict::Unlimited
+    ));
+    assert_eq!(asked.get(), 0);
+    let user = vec![(b"x-user".to_vec(), b"u".to_vec())];
+    let req = Request {
+        headers: &user,
+        source_address: None,
+    };
+    assert!(matches!(
+        e.decide_in(&c, None, &req, clock, &mut store),
+        Verdict::Allowed { .. }
+    ));
+    assert_eq!(asked.get(), 1);
 }
