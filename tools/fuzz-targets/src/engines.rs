@@ -121,7 +121,7 @@ pub fn load_shed_engine(data: &[u8]) {
     let (lo, hi) = (c.gradient.min_limit, c.gradient.max_limit);
     let mut store = MemStore::default();
     let n = usize::from(input.workers % 4) + 1;
-    let mut workers: Vec<(Worker, Vec<(Criticality, bool)>)> = (0..n)
+    let mut workers: Vec<(Worker, Vec<(Criticality, bool, Option<u32>)>)> = (0..n)
         .map(|_| (Worker::new(&c, "ls", &mut store), Vec::new()))
         .collect();
     let mut clock = Clock::new();
@@ -138,11 +138,14 @@ pub fn load_shed_engine(data: &[u8]) {
                             before < lease,
                             "admitted with {before} in flight, lease {lease}"
                         );
-                        flight.push((class, low_load));
+                        // Timed as the filter times it (one in N when busy, weighted N).
+                        let timed = w.timing(low_load);
+                        flight.push((class, low_load, timed));
                     }
                     Admit::No { .. } if !c.mode.enforces() => {
                         w.admit_anyway(class);
-                        flight.push((class, false));
+                        let timed = w.timing(false);
+                        flight.push((class, false, timed));
                     }
                     Admit::No { .. } => {}
                 }
@@ -154,14 +157,18 @@ pub fn load_shed_engine(data: &[u8]) {
             } => {
                 let (w, flight) = &mut workers[usize::from(worker) % n];
                 if !flight.is_empty() {
-                    let (class, low) = flight.swap_remove(usize::from(which) % flight.len());
-                    w.complete(class, u64::from(latency_us), low);
+                    match flight.swap_remove(usize::from(which) % flight.len()) {
+                        (class, low, Some(weight)) => {
+                            w.complete_timed(class, u64::from(latency_us), low, weight);
+                        }
+                        (class, _, None) => w.cancel(class),
+                    }
                 }
             }
             LoadShedOp::Cancel { worker, which } => {
                 let (w, flight) = &mut workers[usize::from(worker) % n];
                 if !flight.is_empty() {
-                    let (class, _) = flight.swap_remove(usize::from(which) % flight.len());
+                    let (class, _, _) = flight.swap_remove(usize::from(which) % flight.len());
                     w.cancel(class);
                 }
             }

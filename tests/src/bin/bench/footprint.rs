@@ -94,9 +94,9 @@ pub fn run(opts: &Opts) -> Result<()> {
     for concurrency in [2u32, 8] {
         let mut rss: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
         let mut cold: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-        let mut heap_live: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-        let mut heap_kept: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-        let mut other: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+        // The parts of the RSS, per config: live, kept, other (see the module doc).
+        let mut parts: [Vec<Vec<f64>>; 3] =
+            std::array::from_fn(|_| vec![Vec::new(); configs.len()]);
         for round in 0..rounds {
             for k in 0..configs.len() {
                 let i = (k + round) % configs.len();
@@ -117,9 +117,10 @@ pub fn run(opts: &Opts) -> Result<()> {
                 #[allow(clippy::cast_precision_loss)]
                 let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
                 rss[i].push(mib(rss_bytes));
-                heap_live[i].push(mib(live));
-                heap_kept[i].push(mib(kept));
-                other[i].push(mib(rss_bytes.saturating_sub(live.saturating_add(kept))));
+                let other = rss_bytes.saturating_sub(live.saturating_add(kept));
+                for (part, bytes) in parts.iter_mut().zip([live, kept, other]) {
+                    part[i].push(mib(bytes));
+                }
                 cold[i].push(took.as_secs_f64() * 1e3);
             }
             eprintln!(
@@ -130,33 +131,26 @@ pub fn run(opts: &Opts) -> Result<()> {
         let noop_at = configs.iter().position(|(n, _)| n == "noop_wasm");
         let noop_of = |v: &[Vec<f64>]| noop_at.map_or(0.0, |i| bench::median_min_max(&v[i]).0);
         let noop = noop_of(&rss);
-        let (noop_live, noop_kept, noop_other) =
-            (noop_of(&heap_live), noop_of(&heap_kept), noop_of(&other));
         for (i, (name, _)) in configs.iter().enumerate() {
             let (r, rmin, rmax) = bench::median_min_max(&rss[i]);
             let (c, cmin, cmax) = bench::median_min_max(&cold[i]);
+            let mut row = Row::new("footprint", name)
+                .field("concurrency", concurrency)
+                .field("rss_mib", format!("{r:.1}"))
+                .field("rss_min", format!("{rmin:.1}"))
+                .field("rss_max", format!("{rmax:.1}"))
+                .field("rss_vs_noop_mib", format!("{:+.1}", r - noop));
+            // Each part's median minus the no-op's: the parts of rss_vs_noop_mib (the medians
+            // of parts need not add up to the median of the whole exactly).
+            for (label, part) in ["live_vs_noop", "kept_vs_noop", "other_vs_noop"]
+                .into_iter()
+                .zip(&parts)
+            {
+                let m = bench::median_min_max(&part[i]).0;
+                row = row.field(label, format!("{:+.1}", m - noop_of(part)));
+            }
             rows.push(
-                Row::new("footprint", name)
-                    .field("concurrency", concurrency)
-                    .field("rss_mib", format!("{r:.1}"))
-                    .field("rss_min", format!("{rmin:.1}"))
-                    .field("rss_max", format!("{rmax:.1}"))
-                    .field("rss_vs_noop_mib", format!("{:+.1}", r - noop))
-                    // Each part's median minus the no-op's: the parts of rss_vs_noop_mib (the
-                    // medians of parts need not add up to the median of the whole exactly).
-                    .field(
-                        "live_vs_noop",
-                        format!("{:+.1}", bench::median_min_max(&heap_live[i]).0 - noop_live),
-                    )
-                    .field(
-                        "kept_vs_noop",
-                        format!("{:+.1}", bench::median_min_max(&heap_kept[i]).0 - noop_kept),
-                    )
-                    .field(
-                        "other_vs_noop",
-                        format!("{:+.1}", bench::median_min_max(&other[i]).0 - noop_other),
-                    )
-                    .field("cold_start_ms", format!("{c:.0}"))
+                row.field("cold_start_ms", format!("{c:.0}"))
                     .field("cold_min", format!("{cmin:.0}"))
                     .field("cold_max", format!("{cmax:.0}"))
                     .field("rounds", rounds),
