@@ -121,7 +121,9 @@ pub fn load_shed_engine(data: &[u8]) {
     let (lo, hi) = (c.gradient.min_limit, c.gradient.max_limit);
     let mut store = MemStore::default();
     let n = usize::from(input.workers % 4) + 1;
-    let mut workers: Vec<(Worker, Vec<(Criticality, bool, Option<u32>)>)> = (0..n)
+    // A request in flight: its class, whether admitted at low load, its timing weight.
+    type InFlight = (Criticality, bool, Option<u32>);
+    let mut workers: Vec<(Worker, Vec<InFlight>)> = (0..n)
         .map(|_| (Worker::new(&c, "ls", &mut store), Vec::new()))
         .collect();
     let mut clock = Clock::new();
